@@ -1,0 +1,66 @@
+"""Command line: `fastproxy run | check | version` (SPEC §1). Nothing else lives here."""
+
+import argparse
+import logging
+import sys
+from typing import Optional
+
+from fastproxy import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastproxy", description="HTTP/1.1 edge proxy and API gateway for KrakenD configurations")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="validate the configuration and serve")
+    run.add_argument("-c", "--config", required=True, help="configuration file (.json, .yaml, .toml)")
+    run.add_argument("-p", "--port", type=int, help="listen port (overrides the file's 'port')")
+    run.add_argument("-w", "--workers", type=int, help="worker processes (overrides extra_config.fastproxy.workers)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
+    check = sub.add_parser("check", help="validate the configuration only")
+    check.add_argument("-c", "--config", required=True)
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"fastproxy {__version__}")
+        return 0
+    from fastproxy.config.compile import load
+    from fastproxy.config.load import ConfigError
+
+    try:
+        snap = load(args.config)
+    except ConfigError as exc:
+        print(f"fastproxy: configuration {args.config} is not valid ({len(exc.problems)} error"
+              f"{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  error: {problem}", file=sys.stderr)
+        return 1
+    if args.command == "check":
+        for warning in snap.warnings:
+            print(f"  warning: {warning}")
+        print(f"Syntax OK: {args.config} ({len(snap.route_list)} endpoints, {len(snap.warnings)} warnings)")
+        return 0
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s [%(process)d] %(message)s")
+    for warning in snap.warnings:
+        logging.getLogger("fastproxy").warning("config: %s", warning)
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            print(f"fastproxy: -p expects a port 0-65535, found {args.port}", file=sys.stderr)
+            return 1
+        snap.port = args.port
+    if args.workers is not None:
+        if args.workers < 1:
+            print(f"fastproxy: -w expects at least 1 worker, found {args.workers}", file=sys.stderr)
+            return 1
+        snap.workers = args.workers
+    from fastproxy.server.master import run
+
+    try:
+        return run(snap, args.config)
+    except OSError as exc:
+        print(f"fastproxy: cannot listen on {snap.listen_ip}:{snap.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1

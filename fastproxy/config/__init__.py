@@ -1,0 +1,1 @@
+"""Configuration: KrakenD-format schema, loading with precise errors, compilation to a snapshot."""

@@ -1,0 +1,104 @@
+"""The KrakenD `version: 3` configuration as msgspec structs, plus fastproxy's own settings.
+
+These structs are the decoding targets only: values keep their file types (durations stay
+strings) so that a type error points at the exact JSON path. `compile.py` turns them into the
+runtime snapshot and checks meaning (durations, ranges, namespaces).
+
+Unknown fields are accepted and reported as warnings by `load.py`: a migrating `krakend.json`
+is full of fields we do not implement, and refusing them would make migration impossible.
+"""
+
+from typing import Any, Optional, Union
+
+import msgspec
+
+Number = Union[int, float]
+
+
+class Backend(msgspec.Struct, frozen=True):
+    url_pattern: str
+    host: list[str] = []
+    method: Optional[str] = None
+    encoding: Optional[str] = None
+    extra_config: dict[str, Any] = {}
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    endpoint: str
+    backend: list[Any]
+    method: str = "GET"
+    timeout: Optional[str] = None
+    input_headers: Optional[list[str]] = None
+    input_query_strings: Optional[list[str]] = None
+    output_encoding: Optional[str] = None
+    extra_config: dict[str, Any] = {}
+
+
+class Root(msgspec.Struct, frozen=True):
+    version: int
+    port: int = 8080
+    listen_ip: str = ""
+    timeout: str = "2s"
+    host: list[str] = []
+    endpoints: list[Any] = []
+    extra_config: dict[str, Any] = {}
+    read_header_timeout: Optional[str] = None
+    idle_timeout: Optional[str] = None
+    dialer_timeout: Optional[str] = None
+    response_header_timeout: Optional[str] = None
+    idle_connection_timeout: Optional[str] = None
+    max_idle_connections_per_host: int = 250
+
+
+class Admin(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Admin listener: `/__health` and `/metrics`. Loopback by default; port 0 disables it."""
+
+    listen_ip: str = "127.0.0.1"
+    port: int = 0
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Root `extra_config["fastproxy"]`: fastproxy's own knobs, each with its default."""
+
+    workers: int = 1
+    admin: Admin = Admin()
+    max_request_line: int = 8192
+    max_header_size: int = 8192
+    max_head_size: int = 32768
+    max_headers: int = 100
+    max_body_size: int = 10 * 1024 * 1024
+    max_connections: int = 1024
+    read_header_timeout: Optional[str] = None  # default: root read_header_timeout, else 10s
+    idle_timeout: Optional[str] = None  # default: root idle_timeout, else 15s
+    connect_timeout: Optional[str] = None  # default: root dialer_timeout, else 5s
+    upstream_idle_timeout: str = "30s"  # how long a pooled backend connection may sit idle
+    max_idle_per_host: Optional[int] = None  # default: root max_idle_connections_per_host
+    drain_timeout: str = "30s"
+    access_log: bool = False
+    ratelimit_headers: bool = True
+
+
+class RouterOptions(msgspec.Struct, frozen=True):
+    """Root `extra_config["router"]`: the parts with a meaning here."""
+
+    trusted_proxies: list[str] = []
+    remote_ip_headers: list[str] = msgspec.field(default_factory=lambda: ["X-Forwarded-For", "X-Real-IP"])
+    forwarded_by_client_ip: Optional[bool] = None
+    return_error_msg: bool = False
+
+
+# Root and endpoint fields KrakenD knows that fastproxy reads but does not act on. `check` lists
+# them so a migrating user sees what is ignored.
+IGNORED_ROOT_FIELDS = {
+    "name", "cache_ttl", "output_encoding", "debug_endpoint", "echo_endpoint", "disable_rest",
+    "read_timeout", "write_timeout", "max_header_bytes", "disable_keep_alives",
+    "disable_compression", "max_idle_connections", "expect_continue_timeout", "tls",
+    "plugin", "sequential_start", "allow_insecure_connections", "client_tls", "use_h2c",
+    "dns_cache_ttl", "async_agent", "disable_strict_rest", "dialer_keep_alive",
+    "dialer_fallback_delay", "idle_connection_timeout",
+}
+IGNORED_ENDPOINT_FIELDS = {"cache_ttl", "concurrent_calls", "output_encoding"}
+IGNORED_BACKEND_FIELDS = {
+    "encoding", "sd", "sd_scheme", "allow", "deny", "group", "target", "mapping",
+    "is_collection", "disable_host_sanitize", "input_headers", "input_query_strings",
+}

@@ -1,0 +1,72 @@
+"""Request-head rules httptools (llhttp) does not enforce, as pure functions on bytes.
+
+llhttp rejects most malformed input, but a proxy must also refuse what is ambiguous between two
+parsers (RFC 9112 §6.3, §3.2): Content-Length with leading zeros or duplicated, any
+Transfer-Encoding other than exactly `chunked`, Transfer-Encoding in HTTP/1.0, a missing or
+repeated Host in HTTP/1.1, a fragment in the target, dot-segments that a backend would resolve
+differently. Each rule raises HTTPError with the status the client gets.
+"""
+
+
+class HTTPError(Exception):
+    """A request the proxy refuses: `status` is what the client gets; the connection closes."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+_DIGITS = frozenset(b"0123456789")
+
+
+def parse_content_length(value: bytes) -> int:
+    """RFC 9110 §8.6: 1*DIGIT. Leading zeros are refused (one parser's 010 is another's 8)."""
+    v = value.strip(b" \t")
+    if not v or not all(c in _DIGITS for c in v) or (len(v) > 1 and v[0] == 0x30) or len(v) > 18:
+        raise HTTPError(400, f"invalid Content-Length {value[:40]!r}")
+    return int(v)
+
+
+def check_transfer_encoding(value: bytes, version: str) -> None:
+    if version == "1.0":
+        raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if value.strip(b" \t").lower() != b"chunked":
+        raise HTTPError(400, f"unsupported Transfer-Encoding {value[:40]!r}: only 'chunked' is accepted")
+
+
+def split_target(url: bytes) -> tuple[bytes, bytes]:
+    """Origin-form or absolute-form target → (path, query). Raise HTTPError(400)."""
+    if not url:
+        raise HTTPError(400, "empty request target")
+    if url[0] != 0x2F:  # '/'
+        low = url[:8].lower()
+        if low.startswith(b"http://") or low.startswith(b"https:/"):
+            rest = url.split(b"//", 1)[1]
+            slash = rest.find(b"/")
+            url = rest[slash:] if slash >= 0 else b"/"
+            if not url.startswith(b"/"):
+                url = b"/" + url
+        else:
+            raise HTTPError(400, f"request target must be a path, found {url[:40]!r}")
+    if b"#" in url:
+        raise HTTPError(400, "fragment in request target")
+    q = url.find(b"?")
+    if q >= 0:
+        path, query = url[:q], url[q + 1:]
+    else:
+        path, query = url, b""
+    if b"/." in path or b"%2e" in path or b"%2E" in path:
+        for seg in path.split(b"/"):
+            s = seg.replace(b"%2e", b".").replace(b"%2E", b".")
+            if s == b"." or s == b"..":
+                raise HTTPError(400, "dot-segment in request path")
+    return path, query
+
+
+def filter_query(query: bytes, names: frozenset) -> bytes:
+    """Keep only the `names` parameters (KrakenD's input_query_strings: case-sensitive)."""
+    if not query:
+        return b""
+    kept = [p for p in query.split(b"&") if p.split(b"=", 1)[0] in names]
+    return b"&".join(kept)

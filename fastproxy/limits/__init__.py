@@ -1,0 +1,1 @@
+"""Rate limiting: token buckets and bounded per-client bucket tables."""

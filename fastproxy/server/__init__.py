@@ -1,0 +1,1 @@
+"""The client-facing server: connections, the phases of one request, workers and signals."""

@@ -1,0 +1,702 @@
+"""The client-facing protocol: one object per TCP connection, one Exchange per request.
+
+Phases of one request (SPEC §3 order; each phase's logic lives in its own module):
+  accept → parse head (httptools + `http.request` rules) → route → client IP → policies
+  (`route.checks`: ip filter, geofence, bot detector, rate limits) → pick upstream host
+  (round robin; breakers skip open hosts) → backend policies → send head and stream the body →
+  stream the response → log.
+
+Rules this module keeps:
+- Answers go out in request order. Pipelined requests queue behind the active one; their bodies
+  are buffered up to `PIPELINE_BUFFER` bytes, beyond which reading pauses.
+- Framing is never copied: hop-by-hop headers are dropped both ways; Content-Length is
+  regenerated from the parsed value, chunked bodies are re-chunked.
+- Flow control both ways: a backend that cannot take the body pauses reading from the client; a
+  client that cannot take the response pauses reading from the backend. Nothing is buffered
+  whole.
+- A refused request (4xx from the parser rules) gets its answer after those before it, then the
+  connection closes. Timeouts use one deadline per connection, swept by the worker's clock.
+"""
+
+import asyncio
+import socket
+from typing import Any, Optional
+
+import httptools
+
+from fastproxy.config.compile import QUERY_ALL, QUERY_LIST
+from fastproxy.http.request import HTTPError, check_transfer_encoding, filter_query, parse_content_length, split_target
+from fastproxy.http.response import ERROR_BODIES, REASONS, simple_response
+from fastproxy.policies import Rejection
+from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
+from fastproxy.upstream.connection import ConnectError
+
+PIPELINE_BUFFER = 64 * 1024
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+# Request headers never forwarded as received (framing and hop-by-hop, RFC 9110 §7.6.1), plus
+# those fastproxy regenerates.
+REQUEST_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+                          b"upgrade", b"trailer", b"host", b"content-length", b"expect", b"x-forwarded-for",
+                          b"x-forwarded-host", b"x-forwarded-proto", b"proxy-authorization"))
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# Exchange phases
+QUEUED, WAITING, STREAMING, DONE = 0, 1, 2, 3
+# Connection deadline kinds
+DL_IDLE, DL_HEAD, DL_UPSTREAM, DL_NONE = 0, 1, 2, 3
+
+
+class Exchange:
+    """One request and its response."""
+
+    __slots__ = ("conn", "method", "url", "version", "headers", "keep_alive", "host", "host_count", "cl",
+                 "chunked", "expect", "body_done", "body_size", "body_buf", "route", "params", "rest",
+                 "up", "target", "phase", "resp_mode", "head_sent", "started", "status", "error",
+                 "retried", "client_ip", "reason", "rl", "ticket", "breaker", "body_sent", "path",
+                 "query", "ua")
+
+    def __init__(self, conn: "ClientConnection") -> None:
+        self.conn = conn
+        self.url = b""
+        self.headers: list = []
+        self.host: Optional[bytes] = None
+        self.host_count = 0
+        self.cl = -1
+        self.chunked = False
+        self.expect = False
+        self.body_done = False
+        self.body_size = 0
+        self.body_buf: Optional[list] = None
+        self.up: Any = None
+        self.phase = QUEUED
+        self.head_sent = False
+        self.status = 0
+        self.error: Optional[HTTPError] = None
+        self.retried = False
+        self.client_ip: Optional[str] = None
+        self.reason = ""
+        self.rl: Any = None
+        self.ticket: Any = None
+        self.breaker: Any = None
+        self.body_sent = False
+        self.ua: Optional[bytes] = None
+        self.route: Any = None
+        self.method: Optional[bytes] = None
+        self.resp_mode = 0
+        self.target: Any = None
+        self.started = 0.0
+
+    # -- called by the backend connection ---------------------------------------------------
+    def up_head(self, up: Any, status: int, reason: bytes, headers: list, length: int) -> None:
+        conn = self.conn
+        self.phase = STREAMING
+        self.status = status
+        close = not self.keep_alive or conn.w.draining
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Unknown"))]
+        for name, value, _ in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        if self.rl is not None and conn.w.snap.protocol.ratelimit_headers:
+            parts.append(self.rl.headers())
+        if length == -2 or self.method == b"HEAD" and length != -1:
+            # no body: keep the backend's Content-Length for HEAD, as it describes the GET
+            if length >= 0:
+                parts.append(b"Content-Length: %d\r\n" % length)
+            self.resp_mode = 0
+        elif length >= 0:
+            parts.append(b"Content-Length: %d\r\n" % length)
+            self.resp_mode = 0
+        elif self.version == "1.1":
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+            self.resp_mode = 1
+        else:
+            close = True  # HTTP/1.0 client, unknown length: the close delimits the body
+            self.resp_mode = 2
+        if close:
+            self.keep_alive = False
+            parts.append(b"Connection: close\r\n")
+        elif self.version == "1.0":
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self.head_sent = True
+        conn.transport.write(b"".join(parts))
+        conn.deadline = conn.w.clock() + self.route.timeout
+        conn.dl_kind = DL_UPSTREAM
+
+    def up_body(self, data: bytes) -> None:
+        conn = self.conn
+        if not data or self.method == b"HEAD":
+            return
+        if self.resp_mode == 1:
+            conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            conn.transport.write(data)
+        conn.deadline = conn.w.clock() + self.route.timeout
+
+    def up_end(self, up: Any, framed: bool) -> None:
+        conn = self.conn
+        if self.resp_mode == 1:
+            conn.transport.write(b"0\r\n\r\n")
+        if self.breaker is not None:
+            self.breaker.after(self.ticket, self.status not in self.route.breakers.failing, conn.w.clock())
+            self.breaker = None
+        self.up = None
+        if framed:
+            if not self.body_done or not self.body_sent:
+                up.reusable = False  # the backend answered before the whole request went out
+            up.release(conn.w.clock())
+        conn.finish(self)
+
+    def up_error(self, up: Any, kind: str) -> None:
+        """The backend failed (reset, malformed, timeout)."""
+        self.up = None
+        self.conn.upstream_failed(self, kind)
+
+    def up_pause(self) -> None:
+        self.conn.pause_reading(2)
+
+    def up_resume(self) -> None:
+        self.conn.resume_reading(2)
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = ("w", "transport", "parser", "peer", "cur", "queue", "deadline", "dl_kind", "closing",
+                 "paused", "head_fed", "url_len", "head_size", "nheaders", "buffered", "writing_paused",
+                 "broken", "requests")
+
+    def __init__(self, worker: Any) -> None:
+        self.w = worker
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ""
+        self.cur: Optional[Exchange] = None  # being parsed
+        self.queue: list = []  # queue[0] is active
+        self.deadline = 0.0
+        self.dl_kind = DL_IDLE
+        self.closing = False
+        self.paused = 0  # bit 1: pipeline buffer, bit 2: backend busy, bit 4: draining
+        self.head_fed = 0
+        self.url_len = 0
+        self.head_size = 0
+        self.nheaders = 0
+        self.buffered = 0
+        self.writing_paused = False
+        self.broken = False
+        self.requests = 0
+
+    # -- asyncio callbacks ------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        w = self.w
+        peer = transport.get_extra_info("peername")
+        if peer:
+            ip = peer[0]
+            if ip.startswith("::ffff:") and "." in ip:
+                ip = ip[7:]
+            self.peer = ip
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        w.connection_opened(self)
+        self.deadline = w.clock() + w.snap.protocol.idle_timeout
+        self.dl_kind = DL_IDLE
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.closing = True
+        self.w.connection_closed(self)
+        for x in self.queue:
+            up = x.up
+            if up is not None:
+                # The client went away mid-request: the backend connection's state is unknown.
+                x.up = None
+                if x.breaker is not None:
+                    x.breaker.cancel(x.ticket, self.w.clock())
+                    x.breaker = None
+                up.abort()
+            x.phase = DONE
+        self.queue = []
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.broken:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            err = exc.__context__
+            if isinstance(err, HTTPError):
+                self.refuse(err)
+            else:
+                self.w.log.exception("internal error while handling a request", exc_info=err)
+                self.refuse(HTTPError(500, "internal error"))
+            return
+        except httptools.HttpParserUpgrade as exc:
+            # An `Upgrade` we do not honour: the request was handled as a plain one; parse the
+            # rest of the stream with a fresh parser.
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self.parser = httptools.HttpRequestParser(self)
+            if offset < len(data):
+                self.data_received(data[offset:])
+            return
+        except httptools.HttpParserError as exc:
+            self.refuse(HTTPError(400, f"malformed request: {exc}"))
+            return
+        cur = self.cur
+        if cur is not None and cur.method is None:
+            # still inside a head: bound what llhttp may be holding for us (one huge header)
+            self.head_fed += len(data)
+            limit = self.w.snap.protocol
+            if self.head_fed > limit.max_head_size + limit.max_request_line:
+                self.refuse(HTTPError(431, "request head too large"))
+
+    def eof_received(self) -> Optional[bool]:
+        # Half-close from the client: finish what was fully received, then close.
+        if not self.queue:
+            return False
+        self.broken = True
+        return True
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        for x in self.queue[:1]:
+            if x.up is not None and x.up.transport is not None:
+                x.up.paused = True
+                x.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        for x in self.queue[:1]:
+            up = x.up
+            if up is not None and up.paused:
+                up.paused = False
+                up.transport.resume_reading()
+
+    def pause_reading(self, bit: int) -> None:
+        if not self.paused and not self.closing:
+            self.transport.pause_reading()
+        self.paused |= bit
+
+    def resume_reading(self, bit: int) -> None:
+        if self.paused & bit:
+            self.paused &= ~bit
+            if not self.paused and not self.closing:
+                self.transport.resume_reading()
+
+    # -- httptools callbacks: parse head ----------------------------------------------------
+    def on_message_begin(self) -> None:
+        x = Exchange(self)
+        x.method = None
+        self.cur = x
+        self.url_len = 0
+        self.head_size = 0
+        self.nheaders = 0
+        self.head_fed = 0
+        if not self.queue:
+            w = self.w
+            self.deadline = w.clock() + w.snap.protocol.read_header_timeout
+            self.dl_kind = DL_HEAD
+
+    def on_url(self, url: bytes) -> None:
+        x = self.cur
+        self.url_len += len(url)
+        if self.url_len > self.w.snap.protocol.max_request_line:
+            raise HTTPError(414, "request line too long")
+        x.url = x.url + url if x.url else url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        x = self.cur
+        limit = self.w.snap.protocol
+        size = len(name) + len(value) + 4
+        self.nheaders += 1
+        self.head_size += size
+        if size > limit.max_header_size or self.head_size > limit.max_head_size:
+            raise HTTPError(431, "request header too large")
+        if self.nheaders > limit.max_headers:
+            raise HTTPError(431, "too many request headers")
+        lname = name.lower()
+        if lname == b"host":
+            x.host_count += 1
+            x.host = value
+        elif lname == b"content-length":
+            if x.cl >= 0:
+                raise HTTPError(400, "duplicate Content-Length")
+            x.cl = parse_content_length(value)
+        elif lname == b"transfer-encoding":
+            if x.chunked:
+                raise HTTPError(400, "duplicate Transfer-Encoding")
+            x.chunked = True
+            x.reason = value  # checked once the version is known
+        elif lname == b"expect":
+            if value.strip().lower() == b"100-continue":
+                x.expect = True
+            else:
+                raise HTTPError(417, "unsupported Expect")
+        elif lname == b"user-agent":
+            x.ua = value
+        x.headers.append((lname, name, value))
+
+    def on_headers_complete(self) -> None:
+        x = self.cur
+        parser = self.parser
+        x.method = parser.get_method()
+        version = parser.get_http_version()
+        x.version = version
+        x.keep_alive = parser.should_keep_alive()
+        if x.chunked:
+            check_transfer_encoding(x.reason, version)
+            x.reason = ""
+            if x.cl >= 0:
+                raise HTTPError(400, "both Content-Length and Transfer-Encoding")
+        if version == "1.1":
+            if x.host_count != 1:
+                raise HTTPError(400, "missing Host header" if not x.host_count else "duplicate Host header")
+        elif version != "1.0":
+            raise HTTPError(505, "HTTP version not supported")
+        elif x.host_count > 1:
+            raise HTTPError(400, "duplicate Host header")
+        if x.cl > self.w.snap.protocol.max_body_size:
+            raise HTTPError(413, "request body too large")
+        x.path, x.query = split_target(x.url)
+        if not (x.chunked or x.cl > 0):
+            x.body_done = True
+        self.requests += 1
+        q = self.queue
+        q.append(x)
+        if len(q) == 1:
+            self.dispatch(x)
+
+    def on_body(self, body: bytes) -> None:
+        x = self.cur
+        x.body_size += len(body)
+        if x.body_size > self.w.snap.protocol.max_body_size:
+            if x.phase == QUEUED or not x.head_sent and x.phase != DONE:
+                raise HTTPError(413, "request body too large")
+            raise HTTPError(400, "request body too large")
+        if x.phase == DONE:
+            return  # answered already (refused early): the body is read and dropped
+        up = x.up
+        if up is not None and x.body_buf is None:
+            up.transport.write(b"%x\r\n%b\r\n" % (len(body), body) if x.chunked else body)
+        else:
+            if x.body_buf is None:
+                x.body_buf = []
+            x.body_buf.append(body)
+            self.buffered += len(body)
+            if self.buffered > PIPELINE_BUFFER:
+                self.pause_reading(1)
+
+    def on_message_complete(self) -> None:
+        x = self.cur
+        self.cur = None
+        x.body_done = True
+        if x.phase == DONE:
+            return
+        up = x.up
+        if up is not None and x.body_buf is None:
+            if x.chunked:
+                up.transport.write(b"0\r\n\r\n")
+            x.body_sent = True
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def dispatch(self, x: Exchange) -> None:
+        """Run the phases for the active request up to the backend."""
+        w = self.w
+        x.started = w.clock()
+        err = x.error
+        if err is not None:
+            self.respond(x, err.status, err.reason, close=True)
+            return
+        snap = w.snap
+        path = x.path
+        if path == b"/__health":
+            self.respond(x, 503 if w.draining else 200, "health", body=w.health_body(),
+                         content_type=b"application/json")
+            return
+        route, params, rest = snap.routes.match(x.method, path)
+        if route is NOT_FOUND or route is METHOD_NOT_ALLOWED:
+            if route is NOT_FOUND:
+                self.respond(x, 404, "no route", body=ERROR_BODIES[404])
+            else:
+                allow = b", ".join(sorted(params))
+                self.respond(x, 405, "method not allowed", body=ERROR_BODIES[405], extra=((b"Allow", allow),))
+            return
+        x.route = route
+        x.params = params
+        x.rest = rest
+        resolver = snap.client_ip
+        x.client_ip = resolver.resolve(self.peer, x.headers) if resolver is not None else self.peer
+        checks = route.checks
+        if checks:
+            now = w.clock()
+            try:
+                for check in checks:
+                    check.check(x, now)
+            except Rejection as rej:
+                self.reject(x, rej)
+                return
+        self.send_upstream(x, None)
+
+    def reject(self, x: Exchange, rej: Rejection) -> None:
+        extra = rej.headers
+        if x.rl is not None and self.w.snap.protocol.ratelimit_headers:
+            extra = extra + x.rl.header_pairs()
+        self.w.metrics.rejected(x.route.name, rej.reason)
+        self.respond(x, rej.status, rej.reason, extra=extra, close=not x.body_done and x.expect)
+
+    def send_upstream(self, x: Exchange, avoid: Any) -> None:
+        route = x.route
+        w = self.w
+        targets = route.targets
+        breakers = route.breakers
+        n = len(targets)
+        rr = route.rr
+        target = None
+        if breakers is None:
+            if n == 1:
+                target = targets[0]
+            else:
+                i = rr[0]
+                rr[0] = i + 1
+                target = targets[i % n]
+                if target is avoid:
+                    target = targets[(i + 1) % n]
+        else:
+            now = w.clock()
+            i = rr[0]
+            rr[0] = i + 1
+            for k in range(n):
+                t = targets[(i + k) % n]
+                if t is avoid and n > 1:
+                    continue
+                b = breakers.for_target(t)
+                ticket = b.before(now)
+                if ticket is not None:
+                    target = t
+                    x.breaker = b
+                    x.ticket = ticket
+                    break
+            if target is None:
+                retry = min(breakers.for_target(t).retry_after(now) for t in targets)
+                self.respond(x, 503, "circuit open", extra=((b"Retry-After", b"%d" % max(1, int(-(-retry // 1)))),),
+                             close=not x.body_done and x.expect)
+                return
+        x.target = target
+        bchecks = route.backend_checks
+        if bchecks:
+            try:
+                for check in bchecks:
+                    check.check(x, w.clock())
+            except Rejection as rej:
+                if x.breaker is not None:
+                    x.breaker.cancel(x.ticket, w.clock())
+                    x.breaker = None
+                self.reject(x, rej)
+                return
+        x.phase = WAITING
+        self.deadline = x.started + route.timeout
+        self.dl_kind = DL_UPSTREAM
+        pool = w.pool(target)
+        up = pool.get(w.clock())
+        if up is not None:
+            self.attach(x, up)
+        else:
+            w.loop.create_task(self.connect(x, pool))
+
+    async def connect(self, x: Exchange, pool: Any) -> None:
+        try:
+            up = await pool.connect()
+        except ConnectError as exc:
+            if x.phase != WAITING or self.closing:
+                return
+            self.upstream_failed(x, "connect_timeout" if exc.kind == "timeout" else "connect", str(exc))
+            return
+        if x.phase != WAITING or self.closing or x is not (self.queue[0] if self.queue else None):
+            up.release(self.w.clock())
+            return
+        self.attach(x, up)
+
+    def attach(self, x: Exchange, up: Any) -> None:
+        x.up = up
+        route = x.route
+        # request line and headers for the backend
+        template = route.template
+        if len(template) == 1 and not x.rest:
+            target = template[0]
+        else:
+            params = x.params
+            target = b"".join(p if p.__class__ is bytes else params[p] for p in template)
+            if x.rest is not None:
+                target = target.rstrip(b"/") + b"/" + x.rest
+        qm = route.query_mode
+        if qm and x.query:
+            q = x.query if qm == QUERY_ALL else filter_query(x.query, route.query_names)
+            if q:
+                target = target + (b"&" if b"?" in target else b"?") + q
+        method = route.upstream_method or x.method
+        t = x.target
+        resolver = self.w.snap.client_ip
+        xff = resolver.forwarded_for(self.peer, x.headers) if resolver is not None else self.peer.encode()
+        parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", t.host_header, b"\r\nX-Forwarded-For: ", xff]
+        if x.host is not None:
+            parts.append(b"\r\nX-Forwarded-Host: ")
+            parts.append(x.host)
+        parts.append(b"\r\nX-Forwarded-Proto: http\r\n")
+        if route.forward_headers:
+            conn_tokens = None
+            for lname, name, value in x.headers:
+                if lname == b"connection":
+                    conn_tokens = {v.strip().lower() for v in value.split(b",")}
+            for lname, name, value in x.headers:
+                if lname not in REQUEST_DROP and (conn_tokens is None or lname not in conn_tokens):
+                    parts.append(name + b": " + value + b"\r\n")
+        else:
+            names = route.header_names
+            if names:
+                for lname, name, value in x.headers:
+                    if lname in names and lname not in REQUEST_DROP:
+                        parts.append(name + b": " + value + b"\r\n")
+        if x.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        elif x.cl > 0:
+            parts.append(b"Content-Length: %d\r\n\r\n" % x.cl)
+        elif x.method in (b"POST", b"PUT", b"PATCH"):
+            parts.append(b"Content-Length: 0\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        buf = x.body_buf
+        if buf is not None:
+            x.body_buf = None
+            self.buffered -= sum(len(b) for b in buf)
+            if x.chunked:
+                parts.extend(b"%x\r\n%b\r\n" % (len(b), b) for b in buf)
+            else:
+                parts.extend(buf)
+            if self.buffered <= PIPELINE_BUFFER:
+                self.resume_reading(1)
+        if x.body_done:
+            if x.chunked:
+                parts.append(b"0\r\n\r\n")
+            x.body_sent = True
+        elif x.expect and not buf:
+            self.transport.write(CONTINUE_100)
+        up.start(x, b"".join(parts), x.method == b"HEAD")
+
+    # -- endings ----------------------------------------------------------------------------
+    def upstream_failed(self, x: Exchange, kind: str, detail: str = "") -> None:
+        w = self.w
+        if x.breaker is not None:
+            x.breaker.after(x.ticket, False, w.clock())
+            x.breaker = None
+        if kind == "connect" and not x.retried and x.method in IDEMPOTENT and len(x.route.targets) > 1 \
+                and not x.head_sent:
+            # nothing of the request reached a backend: one retry on another host
+            x.retried = True
+            w.log.warning("backend %s: %s; retrying on another host", x.target.key, detail or kind)
+            self.send_upstream(x, x.target)
+            return
+        if x.head_sent:
+            # the response was cut: the client must see a broken stream, never a clean end
+            x.phase = DONE
+            w.log.warning("backend %s failed mid-response (%s) for %s", x.target.key, kind, x.route.name)
+            self.transport.abort() if x.resp_mode != 2 else self.transport.close()
+            return
+        status = 504 if kind in ("timeout", "connect_timeout") else 502
+        w.log.warning("backend %s: %s for %s %s", x.target.key, detail or kind, x.route.name, status)
+        self.respond(x, status, f"backend {kind}", close=not x.body_done)
+
+    def respond(self, x: Exchange, status: int, reason: str, body: bytes = b"", extra: tuple = (),
+                close: bool = False, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+        """Answer the active request ourselves."""
+        w = self.w
+        if close or w.draining:
+            x.keep_alive = False
+        x.status = status
+        x.reason = reason
+        x.head_sent = True
+        self.transport.write(simple_response(status, w.date.header, body, not x.keep_alive, extra, content_type,
+                                             head_only=x.method == b"HEAD"))
+        self.finish(x)
+
+    def finish(self, x: Exchange) -> None:
+        w = self.w
+        x.phase = DONE
+        w.metrics.request(x)
+        if w.access_log is not None:
+            w.access_log(self, x)
+        q = self.queue
+        if q and q[0] is x:
+            q.pop(0)
+        if not x.keep_alive or self.broken and not q:
+            self.closing = True
+            self.transport.close()
+            return
+        if q:
+            self.dispatch(q[0])
+        elif self.cur is not None and self.cur.method is None:
+            self.deadline = w.clock() + w.snap.protocol.read_header_timeout
+            self.dl_kind = DL_HEAD
+        else:
+            self.deadline = w.clock() + w.snap.protocol.idle_timeout
+            self.dl_kind = DL_IDLE
+            if w.draining:
+                self.closing = True
+                self.transport.close()
+
+    def refuse(self, err: HTTPError) -> None:
+        """The stream is broken at this point: answer what came before, then `err`, then close."""
+        self.broken = True
+        if not self.closing:
+            self.transport.pause_reading()
+        self.w.log.debug("refused request from %s: %s %s", self.peer, err.status, err.reason)
+        x = self.cur
+        self.cur = None
+        q = self.queue
+        if x is not None and x in q:
+            if x.phase == QUEUED:
+                x.error = err  # answered in turn
+                return
+            # the active request's own body is broken
+            up = x.up
+            if up is not None:
+                x.up = None
+                if x.breaker is not None:
+                    x.breaker.cancel(x.ticket, self.w.clock())
+                    x.breaker = None
+                up.abort()
+            if x.head_sent:
+                x.phase = DONE
+                self.closing = True
+                self.transport.abort()
+            else:
+                self.respond(x, err.status, err.reason, close=True)
+            return
+        x = Exchange(self)
+        x.method = b"GET"
+        x.error = err
+        x.keep_alive = False
+        x.version = "1.1"
+        x.path = b""
+        x.route = None
+        q.append(x)
+        if len(q) == 1:
+            self.dispatch(x)
+
+    def expire(self, now: float) -> None:
+        kind = self.dl_kind
+        if kind == DL_IDLE:
+            self.closing = True
+            self.transport.close()
+        elif kind == DL_HEAD:
+            if self.queue:
+                return
+            self.refuse(HTTPError(408, "request head not received in time"))
+        elif kind == DL_UPSTREAM and self.queue:
+            x = self.queue[0]
+            up = x.up
+            if up is not None:
+                x.up = None
+                up.abort()
+            if x.phase == WAITING or x.phase == STREAMING:
+                self.upstream_failed(x, "timeout", f"no answer within {x.route.timeout:g}s")
+        self.dl_kind = DL_NONE if self.dl_kind == kind else self.dl_kind

@@ -1,0 +1,254 @@
+"""One worker: one process, one uvloop, its own listening socket (SO_REUSEPORT), its own state.
+
+Owns: accepting (with the connection cap: beyond `max_connections` the listener is paused, not
+accept-and-close), the clock tick that sweeps connection deadlines and refreshes the Date
+header, backend pools, reload (SIGHUP: a bad file keeps the old snapshot) and drain
+(SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight ones finish with
+`Connection: close`, exit when done or at the drain deadline).
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any, Callable, Optional
+
+import msgspec
+
+from fastproxy import admin
+from fastproxy import metrics as metrics_mod
+from fastproxy.config.compile import Snapshot, load
+from fastproxy.config.load import ConfigError
+from fastproxy.http.response import DateCache
+from fastproxy.server.connection import ClientConnection
+from fastproxy.upstream.connection import Pool
+from fastproxy.upstream.dns import DNSCache
+
+log = logging.getLogger("fastproxy")
+
+
+def make_listener(ip: str, port: int, reuse_port: bool = True) -> socket.socket:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((ip, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    def __init__(self, snap: Snapshot, loop: asyncio.AbstractEventLoop, config_path: Optional[str] = None,
+                 index: int = 0) -> None:
+        self.snap = snap
+        self.loop = loop
+        self.clock: Callable[[], float] = loop.time
+        self.config_path = config_path
+        self.index = index
+        self.date = DateCache()
+        self.conns: set = set()
+        self.pools: dict = {}
+        self.dns = DNSCache(loop)
+        self.metrics = metrics_mod.Metrics()
+        self.log = log
+        self.draining = False
+        self.access_log: Optional[Callable] = self._access_log if snap.protocol.access_log else None
+        self.listener: Optional[socket.socket] = None
+        self.accepting = False
+        self.admin_server: Any = None
+        self.done = loop.create_future()
+        self._health = msgspec.json.encode({"status": "ok", "pid": os.getpid()})
+        self._tick_handle: Any = None
+        self._last_date = 0.0
+        self._last_publish = 0.0
+        self.publish_metrics = bool(os.environ.get(admin.METRICS_DIR_ENV))
+
+    # -- accept -------------------------------------------------------------------------------
+    def listen(self, sock: socket.socket) -> None:
+        self.listener = sock
+        self._start_accepting()
+        self._tick()
+
+    def _start_accepting(self) -> None:
+        if not self.accepting and self.listener is not None and not self.draining:
+            self.accepting = True
+            self.loop.add_reader(self.listener.fileno(), self._accept)
+
+    def _stop_accepting(self) -> None:
+        if self.accepting and self.listener is not None:
+            self.accepting = False
+            self.loop.remove_reader(self.listener.fileno())
+
+    def _accept(self) -> None:
+        cap = self.snap.protocol.max_connections
+        for _ in range(64):
+            if len(self.conns) >= cap:
+                self._stop_accepting()
+                return
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: back off briefly, keep serving
+                log.warning("accept failed: %s", exc)
+                self._stop_accepting()
+                self.loop.call_later(0.1, self._start_accepting)
+                return
+            self.loop.create_task(self._adopt(sock))
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: ClientConnection(self), sock)
+        except OSError:
+            sock.close()
+
+    def connection_opened(self, conn: ClientConnection) -> None:
+        self.conns.add(conn)
+        self.metrics.connections_open = len(self.conns)
+        self.metrics.connections_total += 1
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        self.conns.discard(conn)
+        self.metrics.connections_open = len(self.conns)
+        if not self.accepting and len(self.conns) < self.snap.protocol.max_connections:
+            self._start_accepting()
+        if self.draining and not self.conns and not self.done.done():
+            self.done.set_result(None)
+
+    # -- backends -----------------------------------------------------------------------------
+    def pool(self, target: Any) -> Pool:
+        pool = self.pools.get(target.key)
+        if pool is None:
+            p = self.snap.protocol
+            pool = Pool(target, self.loop, self.dns, p.max_idle_per_host, p.upstream_idle_timeout, p.connect_timeout)
+            self.pools[target.key] = pool
+        return pool
+
+    # -- clock ---------------------------------------------------------------------------------
+    def _tick_period(self) -> float:
+        p = self.snap.protocol
+        shortest = min([p.read_header_timeout, p.idle_timeout] + [r.timeout for r in self.snap.route_list])
+        return max(0.01, min(0.25, shortest / 10))
+
+    def _tick(self) -> None:
+        now = self.clock()
+        wall = time.time()
+        if int(wall) != int(self._last_date):
+            self._last_date = wall
+            self.date.tick(wall)
+        for conn in [c for c in self.conns if c.deadline <= now]:
+            if not conn.closing:
+                conn.expire(now)
+        for pool in self.pools.values():
+            if pool.idle:
+                pool.expire(now)
+        if self.publish_metrics and int(wall) != int(self._last_publish):
+            self._last_publish = wall
+            admin.publish(self)
+        self._tick_handle = self.loop.call_later(self._tick_period(), self._tick)
+
+    def health_body(self) -> bytes:
+        return self._health
+
+    def _access_log(self, conn: ClientConnection, x: Any) -> None:
+        rec = {
+            "time": round(time.time(), 3),
+            "client": x.client_ip or conn.peer,
+            "method": (x.method or b"").decode("latin-1"),
+            "path": (x.url or b"").decode("latin-1")[:2048],
+            "status": x.status,
+            "route": x.route.name if x.route is not None else None,
+            "duration_ms": round((self.clock() - x.started) * 1000, 3) if x.started else None,
+            "upstream": x.target.key if x.target is not None else None,
+        }
+        if x.status >= 400 and x.reason:
+            rec["reason"] = x.reason
+        os.write(2, msgspec.json.encode(rec) + b"\n")
+
+    # -- signals -------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        if not self.config_path:
+            return False
+        try:
+            snap = load(self.config_path, previous=self.snap)
+        except ConfigError as exc:
+            log.error("reload of %s refused, keeping the running configuration:\n  %s", self.config_path,
+                      "\n  ".join(exc.problems))
+            return False
+        old = self.snap
+        # the listener and the worker count are fixed for the life of the process
+        snap.port, snap.listen_ip, snap.workers = old.port, old.listen_ip, old.workers
+        self.snap = snap
+        self.access_log = self._access_log if snap.protocol.access_log else None
+        log.info("configuration reloaded from %s (%d routes)", self.config_path, len(snap.route_list))
+        return True
+
+    def drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: %d open connections, deadline %.0fs", len(self.conns), self.snap.protocol.drain_timeout)
+        self._stop_accepting()
+        if self.listener is not None:
+            self.listener.close()
+        if self.admin_server is not None:
+            self.admin_server.close()
+        for conn in list(self.conns):
+            if not conn.queue and conn.cur is None:
+                conn.closing = True
+                conn.transport.close()
+        if not self.conns and not self.done.done():
+            self.done.set_result(None)
+        self.loop.call_later(self.snap.protocol.drain_timeout, self._force_stop)
+
+    def _force_stop(self) -> None:
+        if not self.done.done():
+            log.warning("drain deadline reached with %d connections open: closing them", len(self.conns))
+            for conn in list(self.conns):
+                conn.transport.abort()
+            self.done.set_result(None)
+
+    def install_signals(self) -> None:
+        self.loop.add_signal_handler(signal.SIGTERM, self.drain)
+        self.loop.add_signal_handler(signal.SIGINT, self.drain)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def shutdown(self) -> None:
+        for pool in self.pools.values():
+            pool.close_all()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+
+
+def run_worker(snap: Snapshot, config_path: Optional[str], sock: Optional[socket.socket] = None,
+               ready: Optional[Callable[[Worker], None]] = None, index: int = 0) -> int:
+    """Run one worker until drained. Returns the process exit code."""
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_serve(loop, snap, config_path, sock, ready, index))
+    finally:
+        loop.close()
+
+
+async def _serve(loop: asyncio.AbstractEventLoop, snap: Snapshot, config_path: Optional[str],
+                 sock: Optional[socket.socket], ready: Optional[Callable], index: int) -> int:
+    w = Worker(snap, loop, config_path, index)
+    if sock is None:
+        sock = make_listener(snap.listen_ip, snap.port)
+    w.listen(sock)
+    w.install_signals()
+    if snap.admin_port and index == 0:
+        w.admin_server = await admin.start(w)
+    if ready is not None:
+        ready(w)
+    await w.done
+    await w.shutdown()
+    log.info("worker %d stopped", os.getpid())
+    return 0

@@ -1,0 +1,1 @@
+"""Backend side: DNS cache, keep-alive pool, the backend-facing protocol."""

@@ -1,0 +1,284 @@
+"""The backend-facing protocol and the keep-alive pool.
+
+Owns: parsing backend responses with httptools, removing hop-by-hop response headers, deciding
+framing for the client, and the one rule of reuse: a connection goes back to the pool only when
+its response was completely and correctly framed, the request was completely sent, the backend
+did not ask to close, and nothing unexpected arrived. Anything else closes it.
+
+An exchange (server side) is attached while a request uses the connection; the connection calls
+`x.up_head`, `x.up_body`, `x.up_end`, `x.up_error` and the flow-control pair `x.up_pause` /
+`x.up_resume`. Errors are mapped once here to kinds: "connect", "reset", "malformed", "timeout".
+"""
+
+import asyncio
+import collections
+import socket
+import ssl as _ssl
+from typing import Any, Optional
+
+import httptools
+
+from fastproxy.upstream.dns import DNSError
+
+HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+                        b"upgrade", b"trailer", b"content-length", b"proxy-authenticate"))
+
+IDLE, BUSY, CLOSED = 0, 1, 2
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("pool", "transport", "parser", "x", "state", "released_at", "headers", "reason",
+                 "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest")
+
+    def __init__(self, pool: "Pool") -> None:
+        self.pool = pool
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.x: Any = None
+        self.state = BUSY
+        self.released_at = 0.0
+        self.headers: list = []
+        self.reason = b""
+        self.head_request = False
+        self.reusable = True
+        self.paused = False
+        self.resp_started = False
+        self.framed = False  # response length known (CL or chunked), so its end is detectable
+        self._skip_rest = False
+
+    # -- asyncio callbacks ------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        if self.x is None:
+            # Bytes from a backend while no request is outstanding: the stream is out of step.
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.reusable = False
+            x = self.x
+            if x is not None:
+                self.x = None
+                x.up_error(self, "malformed")
+            self.close()
+            return
+        if self._skip_rest:
+            # HEAD answered: llhttp cannot know the method, so start a fresh parser for the
+            # next response; any body bytes that came with the head made the stream suspect.
+            self._skip_rest = False
+            self.parser = httptools.HttpResponseParser(self)
+
+    def eof_received(self) -> Optional[bool]:
+        return False
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        prev = self.state
+        self.state = CLOSED
+        self.pool.forget(self)
+        x = self.x
+        if x is None or prev == CLOSED:
+            return
+        self.x = None
+        if self.resp_started and not self.framed:
+            # close-delimited body: the close is its end
+            x.up_end(self, False)
+        else:
+            x.up_error(self, "reset")
+
+    def pause_writing(self) -> None:
+        if self.x is not None:
+            self.x.up_pause()
+
+    def resume_writing(self) -> None:
+        if self.x is not None:
+            self.x.up_resume()
+
+    # -- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise ValueError("upgrade not supported")
+            return  # 100/102/103: interim, never relayed (we answer 100-continue ourselves)
+        chunked = False
+        length = -1
+        conn_tokens: Optional[set] = None
+        kept = []
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if lname == b"content-length":
+                    length = int(value)
+                elif lname == b"transfer-encoding":
+                    chunked = True
+                elif lname == b"connection":
+                    tokens = {t.strip().lower() for t in value.split(b",")}
+                    conn_tokens = tokens if conn_tokens is None else conn_tokens | tokens
+                continue
+            kept.append((name, value, lname))
+        if conn_tokens:
+            kept = [h for h in kept if h[2] not in conn_tokens]
+        no_body = self.head_request or status == 204 or status == 304
+        if no_body:
+            self.framed = True
+            if self.head_request:
+                self._skip_rest = True
+        else:
+            self.framed = chunked or length >= 0
+        self.resp_started = True
+        if not parser.should_keep_alive():
+            self.reusable = False
+        self.x.up_head(self, status, self.reason, kept, -2 if no_body else (-1 if chunked or length < 0 else length))
+        if no_body and self.x is not None:
+            x = self.x
+            self.x = None
+            self._finish(x)
+
+    def on_body(self, body: bytes) -> None:
+        x = self.x
+        if x is not None:
+            x.up_body(body)
+        elif self.head_request:
+            self.reusable = False
+
+    def on_message_complete(self) -> None:
+        x = self.x
+        if x is None or not self.resp_started:
+            return
+        self.x = None
+        self._finish(x)
+
+    def _finish(self, x: Any) -> None:
+        x.up_end(self, True)
+
+    # -- used by the exchange ---------------------------------------------------------------
+    def start(self, x: Any, head: bytes, is_head: bool) -> None:
+        self.x = x
+        self.state = BUSY
+        self.head_request = is_head
+        self.resp_started = False
+        self.framed = False
+        self.transport.write(head)
+
+    def release(self, now: float) -> None:
+        """Back to the pool if the exchange ended cleanly; otherwise close."""
+        self.x = None
+        if self.reusable and self.state == BUSY and not self.transport.is_closing():
+            self.state = IDLE
+            self.released_at = now
+            self.resp_started = False
+            if self.paused:
+                self.paused = False
+                self.transport.resume_reading()
+            self.pool.put(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.state = CLOSED
+        self.x = None
+        if self.transport is not None:
+            self.transport.close()
+        self.pool.forget(self)
+
+    def abort(self) -> None:
+        self.reusable = False
+        self.state = CLOSED
+        self.x = None
+        if self.transport is not None:
+            self.transport.abort()
+        self.pool.forget(self)
+
+
+class Pool:
+    """Idle keep-alive connections to one backend host, per worker: LIFO reuse, FIFO expiry."""
+
+    __slots__ = ("target", "idle", "max_idle", "idle_timeout", "loop", "dns", "connect_timeout",
+                 "ssl", "opened")
+
+    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop, dns: Any, max_idle: int,
+                 idle_timeout: float, connect_timeout: float) -> None:
+        self.target = target
+        self.idle: collections.deque = collections.deque()
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.loop = loop
+        self.dns = dns
+        self.connect_timeout = connect_timeout
+        self.ssl = _ssl.create_default_context() if target.scheme == "https" else None
+        self.opened = 0
+
+    def get(self, now: float) -> Optional[UpstreamConnection]:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.state == IDLE and now - conn.released_at < self.idle_timeout:
+                return conn
+            conn.close()
+        return None
+
+    def put(self, conn: UpstreamConnection) -> None:
+        if len(self.idle) >= self.max_idle:
+            conn.close()
+            return
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        if conn.state == CLOSED and conn.released_at and conn in self.idle:
+            try:
+                self.idle.remove(conn)
+            except ValueError:
+                pass
+
+    def expire(self, now: float) -> None:
+        idle = self.idle
+        while idle and now - idle[0].released_at >= self.idle_timeout:
+            idle.popleft().close()
+
+    async def connect(self) -> UpstreamConnection:
+        """Open a new connection; raise ConnectError(kind)."""
+        t = self.target
+        try:
+            addr = await self.dns.resolve(t.host)
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamConnection(self), addr, t.port, ssl=self.ssl,
+                                            server_hostname=t.host if self.ssl else None),
+                self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise ConnectError("timeout", f"connect to {t.key} timed out") from None
+        except DNSError as exc:
+            raise ConnectError("connect", str(exc)) from None
+        except (OSError, _ssl.SSLError) as exc:
+            raise ConnectError("connect", f"connect to {t.key}: {exc.strerror or exc}") from None
+        self.opened += 1
+        return conn
+
+    def close_all(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+class ConnectError(Exception):
+    def __init__(self, kind: str, msg: str) -> None:
+        super().__init__(msg)
+        self.kind = kind

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Idempotent setup: a virtualenv in .venv with fastproxy and its test dependencies; with
+# --system also the Debian packages the tests and benchmarks use (redis-server, wrk, nginx).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--system" ]; then
+  need=()
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.fastproxy-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi
