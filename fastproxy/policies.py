@@ -137,7 +137,7 @@ def _load_handlers() -> None:
         __import__(mod)
 
 
-_FEATURE_MODULES: list[str] = []
+_FEATURE_MODULES: list[str] = ["fastproxy.limits.policy", "fastproxy.upstream.breakers", "fastproxy.security.policy"]
 
 
 def optional_block(ctx: CompileContext, raw: Any, typ: type, path: str) -> Optional[Any]:

@@ -6,8 +6,11 @@ Rules it keeps:
   the catch-all, as gin's router (and so KrakenD) ranks them.
 - Matching is on the raw (still percent-encoded) path: parameters are substituted into the
   backend's `url_pattern` exactly as received, so nothing is decoded and re-encoded on the way.
-- A path that exists for other methods answers 405 with `Allow`; otherwise 404. A route for GET
-  also answers HEAD.
+- A path that exists for other methods answers 405 with `Allow` (the methods of every route
+  that matches the path, static, parameter or catch-all); otherwise 404. A route for GET also
+  answers HEAD, unless an endpoint declares HEAD itself, which then wins whatever the order.
+- A method that a literal route lacks falls through to a parameter or catch-all route for the
+  same path that has it (`GET /users/me` and `POST /users/{id}` both serve `/users/me`).
 
 The table knows nothing of sockets or of what a route carries: `add` takes any value.
 """
@@ -25,7 +28,7 @@ class PatternError(ValueError):
 def parse_pattern(pattern: str) -> tuple[list[tuple[bool, str]], bool]:
     """Split `/a/{b}/*` into [(is_param, text)...] and a catch-all flag; raise PatternError."""
     if not pattern.startswith("/"):
-        raise PatternError(f"must start with '/', found {pattern!r}")
+        raise PatternError(f"expected a path starting with '/', found {pattern!r}")
     wildcard = False
     body = pattern[1:]
     if body == "*" or body.endswith("/*"):
@@ -37,13 +40,17 @@ def parse_pattern(pattern: str) -> tuple[list[tuple[bool, str]], bool]:
         if seg.startswith("{") and seg.endswith("}") and len(seg) > 2:
             name = seg[1:-1]
             if not name.isidentifier():
-                raise PatternError(f"parameter name {name!r} is not a valid identifier")
+                raise PatternError(
+                    f"expected a parameter name of letters, digits and '_' (not starting with a digit), found {{{name}}}")
             if name in names:
-                raise PatternError(f"parameter {{{name}}} appears twice")
+                raise PatternError(f"expected distinct parameter names, found {{{name}}} twice in {pattern!r}")
             names.add(name)
             segments.append((True, name))
+        elif seg == "*":
+            raise PatternError(f"expected '*' only as the last segment ('/*'), found it in the middle of {pattern!r}")
         elif "{" in seg or "}" in seg or "*" in seg:
-            raise PatternError(f"segment {seg!r} mixes literal text with '{{', '}}' or '*'")
+            raise PatternError(
+                f"expected a literal segment or a whole '{{param}}' segment, found {seg!r} in {pattern!r}")
         else:
             segments.append((False, seg))
     return segments, wildcard
@@ -61,23 +68,19 @@ class _Node:
 
 
 class RouteTable:
-    __slots__ = ("static", "root", "_names")
+    __slots__ = ("static", "root", "_implicit_head")
 
     def __init__(self) -> None:
         self.static: dict[bytes, dict[bytes, Any]] = {}
         self.root = _Node()
-        self._names: dict[int, tuple[str, ...]] = {}
+        self._implicit_head: set[int] = set()  # id() of method tables whose HEAD comes from GET
 
     def add(self, pattern: str, method: str, value: Any) -> None:
         """Register `value` for (method, pattern); raise PatternError on a bad or duplicate route."""
         segments, wildcard = parse_pattern(pattern)
         m = method.upper().encode()
-        methods = [m, b"HEAD"] if m == b"GET" else [m]
         if not wildcard and not any(is_param for is_param, _ in segments):
-            table = self.static.setdefault(pattern.encode(), {})
-            self._put(table, methods, pattern, method)
-            for name in methods:
-                table.setdefault(name, value)
+            self._insert(self.static.setdefault(pattern.encode(), {}), m, pattern, value)
             return
         node = self.root
         for is_param, text in segments:
@@ -87,7 +90,8 @@ class RouteTable:
                     node.param_name = text
                 elif node.param_name != text:
                     raise PatternError(
-                        f"parameter {{{text}}} conflicts with {{{node.param_name}}} at the same position of another endpoint")
+                        f"parameter {{{text}}} conflicts with {{{node.param_name}}} at the same position of another "
+                        f"endpoint: expected the same name there, found a different one")
                 node = node.param
             else:
                 node = node.literal.setdefault(text.encode(), _Node())
@@ -99,62 +103,68 @@ class RouteTable:
             if node.methods is None:
                 node.methods = {}
             table = node.methods
-        self._put(table, methods, pattern, method)
-        for name in methods:
-            table.setdefault(name, value)
+        self._insert(table, m, pattern, value)
 
-    @staticmethod
-    def _put(table: dict, methods: list, pattern: str, method: str) -> None:
-        if methods[0] in table:
-            raise PatternError(f"{method.upper()} {pattern} is defined twice")
+    def _insert(self, table: dict, m: bytes, pattern: str, value: Any) -> None:
+        implicit = id(table) in self._implicit_head
+        if m in table and not (m == b"HEAD" and implicit):
+            raise PatternError(f"{m.decode()} {pattern} is defined twice")
+        table[m] = value
+        if m == b"HEAD":
+            self._implicit_head.discard(id(table))
+        elif m == b"GET" and b"HEAD" not in table:
+            table[b"HEAD"] = value
+            self._implicit_head.add(id(table))
 
     def match(self, method: bytes, path: bytes):
         """Return (value, params, rest) or (NOT_FOUND | METHOD_NOT_ALLOWED, allowed_methods, None).
 
         `params` maps names to raw bytes; `rest` is the catch-all remainder (bytes, no leading
-        slash) or None.
+        slash) or None. `allowed_methods` is a dict whose keys are the methods the path has.
         """
         table = self.static.get(path)
         if table is not None:
             value = table.get(method)
             if value is not None:
                 return value, None, None
-            found = self._walk(self.root, path.split(b"/")[1:], 0, {}, method)
-            if found is not None and found[0] is not METHOD_NOT_ALLOWED:
-                return found
-            return METHOD_NOT_ALLOWED, table, None
-        found = self._walk(self.root, path.split(b"/")[1:], 0, {}, method)
-        if found is None:
+        refused: list = []  # method tables of routes that match the path but not the method
+        found = self._walk(self.root, path.split(b"/")[1:], 0, {}, method, refused)
+        if found is not None:
+            return found
+        if table is None and not refused:
             return NOT_FOUND, None, None
-        return found
+        allowed: dict = dict(table) if table is not None else {}
+        for t in refused:
+            for name, v in t.items():
+                allowed.setdefault(name, v)
+        return METHOD_NOT_ALLOWED, allowed, None
 
-    def _walk(self, node: _Node, segs: list, i: int, params: dict, method: bytes):
+    def _walk(self, node: _Node, segs: list, i: int, params: dict, method: bytes, refused: list):
         if i == len(segs):
             if node.methods is not None:
                 value = node.methods.get(method)
                 if value is not None:
                     return value, params, None
-                return METHOD_NOT_ALLOWED, node.methods, None
+                refused.append(node.methods)
             if node.wild is not None:
-                return self._wild(node.wild, method, params, b"")
+                value = node.wild.get(method)
+                if value is not None:
+                    return value, params, b""
+                refused.append(node.wild)
             return None
         seg = segs[i]
         child = node.literal.get(seg)
         if child is not None:
-            found = self._walk(child, segs, i + 1, params, method)
+            found = self._walk(child, segs, i + 1, params, method, refused)
             if found is not None:
                 return found
         if node.param is not None and seg:
-            found = self._walk(node.param, segs, i + 1, {**params, node.param_name: seg}, method)
+            found = self._walk(node.param, segs, i + 1, {**params, node.param_name: seg}, method, refused)
             if found is not None:
                 return found
         if node.wild is not None:
-            return self._wild(node.wild, method, params, b"/".join(segs[i:]))
+            value = node.wild.get(method)
+            if value is not None:
+                return value, params, b"/".join(segs[i:])
+            refused.append(node.wild)
         return None
-
-    @staticmethod
-    def _wild(table: dict, method: bytes, params: dict, rest: bytes):
-        value = table.get(method)
-        if value is not None:
-            return value, params, rest
-        return METHOD_NOT_ALLOWED, table, None

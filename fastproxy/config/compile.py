@@ -9,6 +9,7 @@ Extension: a namespace in `extra_config` is compiled by the handler registered f
 `policies.py`; handlers add policy objects to the route's chain in SPEC order.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import urlsplit
@@ -37,18 +38,37 @@ class Problems:
     def warn(self, path: str, msg: str) -> None:
         self.warnings.append(f"{path}: {msg}")
 
-    def convert(self, raw: Any, typ: type, path: str) -> Any:
-        """msgspec.convert with the error re-rooted at `path`; None when invalid."""
-        try:
-            return msgspec.convert(raw, typ, strict=False)
-        except msgspec.ValidationError as exc:
-            msg = str(exc)
-            where = path
-            if " - at `$" in msg:
-                msg, _, rest = msg.rpartition(" - at `$")
-                where = path + rest.rstrip("`")
-            self.error(where, _expected_found(msg))
-            return None
+    def convert(self, raw: Any, typ: type, path: str, partial: bool = False) -> Any:
+        """msgspec.convert with the error re-rooted at `path`; None when invalid.
+
+        Types are strict, as Go's encoding/json is for KrakenD: `"3"` is not the integer 3.
+        msgspec stops at the first error; to list every one, a failing top-level field is
+        dropped and the rest converted again. With `partial`, the result of that last attempt
+        (bad fields at their defaults) is returned so that compiling can go on and find the
+        errors further down; the errors recorded still refuse the configuration.
+        """
+        data = raw
+        failed = False
+        for _ in range(100):
+            try:
+                value = msgspec.convert(data, typ, strict=True)
+            except msgspec.ValidationError as exc:
+                failed = True
+                msg = str(exc)
+                rest = ""
+                if " - at `$" in msg:
+                    msg, _, rest = msg.rpartition(" - at `$")
+                    rest = rest.rstrip("`")
+                self.error(*_explain(msg, typ, path, rest))
+                key = _top_key(rest)
+                if key is None and msg.startswith("Object contains unknown field `"):
+                    key = msg.split("`")[1]  # an unknown top-level field: drop it and go on
+                if not isinstance(data, dict) or key is None or key not in data or _required(typ, key):
+                    return None
+                data = {k: v for k, v in data.items() if k != key}
+            else:
+                return value if (partial or not failed) else None
+        return None
 
     def duration(self, raw: Any, path: str, default: float, positive: bool = False) -> float:
         if raw is None:
@@ -69,16 +89,58 @@ class Problems:
         return value
 
 
-def _expected_found(msg: str) -> str:
-    # msgspec says "Expected `int`, got `str`": keep its facts, in our words.
+def _struct_at(typ: Any, rest: str) -> Any:
+    """The msgspec Struct type found at `rest` (".admin") inside `typ`, or None."""
+    for name in rest.split(".")[1:] if rest else []:
+        if "[" in name or not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+            return None
+        typ = {f.name: f.type for f in msgspec.structs.fields(typ)}.get(name)
+    return typ if isinstance(typ, type) and issubclass(typ, msgspec.Struct) else None
+
+
+def _field_type(typ: Any, name: str) -> str:
+    for f in msgspec.structs.fields(typ):
+        if f.name == name:
+            return getattr(f.type, "__name__", None) or str(f.type).replace("typing.", "")
+    return "a value"
+
+
+def _top_key(rest: str) -> Optional[str]:
+    m = re.match(r"\.([A-Za-z_][A-Za-z0-9_]*)", rest)
+    return m.group(1) if m else None
+
+
+def _required(typ: Any, key: str) -> bool:
+    if not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+        return False
+    return any(f.name == key and f.required for f in msgspec.structs.fields(typ))
+
+
+def _explain(msg: str, typ: Any, path: str, rest: str) -> tuple[str, str]:
+    """msgspec's "Expected `int`, got `str`" as (JSON path, "expected int, found str")."""
+    where = path + rest
     if msg.startswith("Expected `") and ", got `" in msg:
         exp, _, got = msg.partition(", got ")
-        return f"expected {exp[len('Expected '):].strip('`')}, found {got.strip('`')}"
+        return where, f"expected {exp[len('Expected '):].strip('`')}, found {got.strip('`')}"
     if msg.startswith("Object missing required field `"):
-        return f"required field '{msg.split('`')[1]}' is missing"
+        name = msg.split("`")[1]
+        struct = _struct_at(typ, rest)
+        shown = _field_type(struct, name) if struct is not None else "a value"
+        return f"{where}.{name}", f"required field is missing: expected {shown}, found nothing"
     if msg.startswith("Object contains unknown field `"):
-        return f"unknown field '{msg.split('`')[1]}'"
-    return msg[:1].lower() + msg[1:]
+        name = msg.split("`")[1]
+        struct = _struct_at(typ, rest)
+        known = ", ".join(sorted(struct.__struct_fields__)) if struct is not None else ""
+        return f"{where}.{name}", f"unknown setting: expected one of {known}" if known else "unknown field"
+    return where, msg[:1].lower() + msg[1:]
+
+
+def _kind(value: Any) -> str:
+    """A decoded value's type in JSON words, for "found ..." in messages."""
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+            float: "number"}.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -157,9 +219,11 @@ def _parse_host(raw: str, path: str, problems: Problems) -> Optional[Target]:
         problems.error(path, f"expected 'scheme://host:port' with no path, found {raw!r}")
         return None
     try:
-        port = u.port or (443 if u.scheme == "https" else 80)
+        port = u.port if u.port is not None else (443 if u.scheme == "https" else 80)
     except ValueError:
-        problems.error(path, f"invalid port in {raw!r}")
+        port = 0
+    if not 0 < port < 65536:
+        problems.error(path, f"expected 'scheme://host:port' with a port 1-65535, found {raw!r}")
         return None
     default_port = port == (443 if u.scheme == "https" else 80)
     hostname = u.hostname
@@ -181,13 +245,15 @@ def _template(url_pattern: str, params: set, path: str, problems: Problems) -> O
             break
         j = rest.find("}", i)
         if j < 0:
-            problems.error(path, f"unclosed '{{' in {url_pattern!r}")
+            problems.error(path, f"expected '}}' to close '{{', found {url_pattern!r}")
             return None
         if i:
             parts.append(rest[:i].encode())
         name = rest[i + 1:j]
         if name not in params:
-            problems.error(path, f"placeholder {{{name}}} is not a parameter of the endpoint")
+            known = ", ".join(f"{{{p}}}" for p in sorted(params)) or "none"
+            problems.error(path, f"placeholder {{{name}}} is not a parameter of the endpoint: expected one of its "
+                                 f"parameters ({known}), found {{{name}}}")
             return None
         parts.append(name)
         rest = rest[j + 1:]
@@ -200,8 +266,9 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
 
     problems = Problems(source)
     if not isinstance(raw, dict):
-        raise ConfigError([f"$: expected an object at the top level, found {type(raw).__name__}"])
-    root = problems.convert(raw, schema.Root, "$")
+        found = "an empty document" if raw is None else _kind(raw)
+        raise ConfigError([f"$: expected an object at the top level, found {found}"])
+    root = problems.convert(raw, schema.Root, "$", partial=True)
     if root is None:
         raise ConfigError(problems.errors)
     if root.version != 3:
@@ -209,17 +276,17 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     if not 0 <= root.port <= 65535:
         problems.error("$.port", f"expected a TCP port 0-65535, found {root.port}")
     for key in raw:
-        if key == "$schema":
-            continue
+        if key == "$schema" or (key == "output_encoding" and raw[key] == "no-op"):
+            continue  # no-op: what fastproxy does anyway
         if key in schema.IGNORED_ROOT_FIELDS:
             problems.warn(f"$.{key}", "recognised KrakenD field, not implemented by fastproxy: ignored")
         elif key not in schema.Root.__struct_fields__:
             problems.warn(f"$.{key}", "unknown field: ignored")
 
     extra = root.extra_config
-    settings = problems.convert(extra.get("fastproxy", {}), schema.Settings, '$.extra_config["fastproxy"]')
+    settings = problems.convert(extra.get("fastproxy", {}), schema.Settings, '$.extra_config["fastproxy"]', partial=True)
     settings = settings or schema.Settings()
-    router_opts = problems.convert(extra.get("router", {}), schema.RouterOptions, '$.extra_config["router"]')
+    router_opts = problems.convert(extra.get("router", {}), schema.RouterOptions, '$.extra_config["router"]', partial=True)
     router_opts = router_opts or schema.RouterOptions()
     sp = '$.extra_config["fastproxy"]'
     for name in ("max_request_line", "max_header_size", "max_head_size", "max_headers", "max_body_size",
@@ -250,27 +317,32 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     default_timeout = problems.duration(root.timeout, "$.timeout", 2.0, True)
 
     ctx = policies.CompileContext(problems, raw_root=raw, root=root, router=router_opts)
+    from fastproxy.security.policy import client_ip_resolver
+
+    ctx.client_ip = client_ip_resolver(ctx)
     service_checks = policies.compile_level("service", extra, "$.extra_config", ctx)
 
     default_hosts = [t for i, h in enumerate(root.host) if (t := _parse_host(h, f"$.host[{i}]", problems))]
     routes = RouteTable()
     route_list = []
     targets: dict = {}
+    first_at: dict = {}  # (method, endpoint) -> JSON path of its first definition
     for i, raw_ep in enumerate(root.endpoints):
         ep_path = f"$.endpoints[{i}]"
-        ep = problems.convert(raw_ep, schema.Endpoint, ep_path)
+        ep = problems.convert(raw_ep, schema.Endpoint, ep_path, partial=True)
         if ep is None:
             continue
         _warn_fields(problems, raw_ep, ep_path, schema.Endpoint, schema.IGNORED_ENDPOINT_FIELDS)
+        usable = True  # false once an error makes this endpoint unroutable; checking goes on
         try:
             segments, wildcard = parse_pattern(ep.endpoint)
         except PatternError as exc:
             problems.error(f"{ep_path}.endpoint", str(exc))
-            continue
+            segments, wildcard, usable = None, False, False
         method = ep.method.upper()
         if method not in METHODS:
             problems.error(f"{ep_path}.method", f"expected one of {', '.join(sorted(METHODS))}, found {ep.method!r}")
-            continue
+            usable = False
         if ep.output_encoding not in (None, "no-op"):
             problems.warn(f"{ep_path}.output_encoding",
                           f"{ep.output_encoding!r} is not implemented: the response is streamed as 'no-op'")
@@ -279,18 +351,27 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
                            f"expected exactly one backend (fastproxy streams like KrakenD's no-op), found {len(ep.backend)}")
             continue
         be_path = f"{ep_path}.backend[0]"
-        be = problems.convert(ep.backend[0], schema.Backend, be_path)
+        be = problems.convert(ep.backend[0], schema.Backend, be_path, partial=True)
         if be is None:
             continue
         _warn_fields(problems, ep.backend[0], be_path, schema.Backend, schema.IGNORED_BACKEND_FIELDS)
-        params = {text for is_param, text in segments if is_param}
-        template = _template(be.url_pattern, params, f"{be_path}.url_pattern", problems)
+        if be.encoding not in (None, "no-op"):
+            problems.warn(f"{be_path}.encoding",
+                          f"{be.encoding!r} is not implemented: the body passes through unchanged, as 'no-op'")
+        if be.method is not None and be.method.upper() not in METHODS:
+            problems.error(f"{be_path}.method", f"expected one of {', '.join(sorted(METHODS))}, found {be.method!r}")
+            usable = False
+        template = None
+        if segments is not None:
+            params = {text for is_param, text in segments if is_param}
+            template = _template(be.url_pattern, params, f"{be_path}.url_pattern", problems)
         hosts = [t for j, h in enumerate(be.host) if (t := _parse_host(h, f"{be_path}.host[{j}]", problems))]
         if not be.host:
             hosts = default_hosts
-            if not hosts:
-                problems.error(f"{be_path}.host", "no backend host: set the backend's 'host' or the root 'host'")
-        if template is None or not hosts:
+            if not root.host:
+                problems.error(f"{be_path}.host", "expected a list of 'scheme://host:port' here or in the root "
+                               "'host', found neither")
+        if template is None or not hosts or not usable:
             continue
         for t in hosts:
             targets.setdefault(t.key, t)
@@ -309,13 +390,18 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         )
         ep_checks = policies.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=route)
         be_checks = policies.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=route)
+        if isinstance(route.breakers, frozenset):
+            problems.error(f'{be_path}.extra_config["qos/circuit-breaker/http"]',
+                           'needs "qos/circuit-breaker" on the same backend')
         route.checks = policies.order(service_checks + ep_checks)
         route.backend_checks = policies.order(be_checks)
         try:
             routes.add(ep.endpoint, method, route)
         except PatternError as exc:
-            problems.error(f"{ep_path}.endpoint", str(exc))
+            first = first_at.get((method, ep.endpoint))
+            problems.error(f"{ep_path}.endpoint", f"{exc} (first at {first})" if first else str(exc))
             continue
+        first_at.setdefault((method, ep.endpoint), ep_path)
         route_list.append(route)
 
     if problems.errors:
@@ -353,7 +439,7 @@ def _warn_fields(problems: Problems, raw: Any, path: str, typ: type, ignored: se
     for key, value in raw.items():
         if key in ("output_encoding", "encoding") and value == "no-op":
             continue  # what fastproxy does anyway
-        if key in ignored and key != "output_encoding":
+        if key in ignored and key not in ("output_encoding", "encoding"):  # those two: see compile_config
             problems.warn(f"{path}.{key}", "recognised KrakenD field, not implemented by fastproxy: ignored")
         elif key not in typ.__struct_fields__ and key not in ignored:
             problems.warn(f"{path}.{key}", "unknown field: ignored")

@@ -6,6 +6,7 @@ whole or raises ConfigError. Meaning is checked by `compile.py`.
 """
 
 import os
+import re
 
 import msgspec
 
@@ -50,6 +51,9 @@ def _load_json(path: str, data: bytes) -> object:
             line, col = _line_col(data, offset)
             reason = msg[: msg.rindex(marker)].strip().removeprefix("JSON is malformed:").strip()
             raise ConfigError([f"{path}: line {line}, column {col}: invalid JSON: {reason}"]) from None
+        if "truncated" in msg:  # msgspec gives no offset here: the document ends too early
+            line, col = _line_col(data, len(data))
+            raise ConfigError([f"{path}: line {line}, column {col}: invalid JSON: unexpected end of the file"]) from None
         raise ConfigError([f"{path}: invalid JSON: {msg}"]) from None
 
 
@@ -66,6 +70,9 @@ def _load_yaml(path: str, data: bytes) -> object:
         raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
 
 
+_TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
+
+
 def _load_toml(path: str, data: bytes) -> object:
     import tomllib
 
@@ -74,5 +81,11 @@ def _load_toml(path: str, data: bytes) -> object:
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: not UTF-8 at byte {exc.start}"]) from None
     except tomllib.TOMLDecodeError as exc:
-        # tomllib already says "(at line L, column C)"
-        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+        # tomllib ends its message with "(at line L, column C)" or "(at end of document)"; say it
+        # first, as for JSON and YAML.
+        msg = str(exc)
+        m = _TOML_AT.search(msg)
+        if m is None:
+            raise ConfigError([f"{path}: invalid TOML: {msg}"]) from None
+        line, col = (int(m.group(1)), int(m.group(2))) if m.group(1) else _line_col(data, len(data))
+        raise ConfigError([f"{path}: line {line}, column {col}: invalid TOML: {msg[:m.start()]}"]) from None

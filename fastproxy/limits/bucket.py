@@ -13,8 +13,8 @@ Rules it keeps
 * Textbook bucket: starts full; refills *continuously* at ``rate`` tokens/s; never holds more than
   ``capacity``; a request takes one token. Continuous (not quantised) refill means no fractional
   time is ever lost or double-counted, so over any window ``[t, t+T]`` at most
-  ``capacity + rate*T`` requests pass (no "+1 after idle", unlike KrakenD's bucket), and once the
-  burst is spent a request passes every ``1/rate`` seconds (spike arrest).
+  ``capacity + rate*T`` requests pass (no "+1 after idle", unlike KrakenD's bucket; up to the
+  1 ns below), and once the burst is spent a request passes every ``1/rate`` s (spike arrest).
 * A refused take changes nothing (x/time/rate, GCRA): dropping the refused requests of a
   sequence never changes the other decisions.
 * Clock going backwards (x/time/rate ``advance``): a ``now`` older than the last accepted take
@@ -61,7 +61,8 @@ def default_capacity(max_rate: float, every: float = 1.0) -> int:
     (``0.7 / 0.1`` is 6.999999999999999 in floats).
     """
     if not (0.0 < max_rate < _INF and 0.0 < every < _INF):
-        raise ValueError(f"max_rate and every must be positive and finite, got {max_rate!r}, {every!r}")
+        raise ValueError(f"max_rate and every must be positive and finite, "
+                         f"got {max_rate!r}, {every!r}")
     n = math.floor(max_rate / every + 1e-9)
     return n if n > 1 else 1
 
@@ -77,7 +78,8 @@ class TokenBucket:
 
     def __init__(self, rate: float, capacity: int, now: float) -> None:
         if not (0.0 < rate < _INF and 1.0 / rate < _INF):
-            raise ValueError(f"rate must be a positive finite number of tokens per second, got {rate!r}")
+            raise ValueError(f"rate must be a positive finite number of tokens per second, "
+                             f"got {rate!r}")
         if not (1 <= capacity < _INF and capacity == int(capacity)):
             raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
         self._rate = rate
@@ -155,14 +157,15 @@ class BucketTable:
     evicted (lossy) by the sweeps, for metrics.
     """
 
-    __slots__ = ("_rate", "_interval", "_cap", "_capf", "_max", "_low", "_buckets", "idle_dropped", "evicted")
+    __slots__ = ("_rate", "_interval", "_cap", "_capf", "_max", "_low", "_buckets",
+                 "idle_dropped", "evicted")
 
     def __init__(self, rate: float, capacity: int, max_keys: int = 100_000) -> None:
         TokenBucket(rate, capacity, 0.0)  # validates rate and capacity
         if not (isinstance(max_keys, int) and max_keys >= 1):
             raise ValueError(f"max_keys must be an integer >= 1, got {max_keys!r}")
         self._rate = rate
-        self._cap = capacity
+        self._cap = int(capacity)
         self._interval = 1.0 / rate
         self._capf = float(capacity)  # float objects shared by every bucket of the table
         self._max = max_keys

@@ -29,7 +29,8 @@ def normalize_ip(s: str) -> str | None:
 
 
 def _joined(headers: Headers, name: bytes) -> bytes:
-    values = [v for n, v in headers if n == name]
+    # headers are (lower-case name, ..., value) tuples: the server keeps the received name too
+    values = [h[-1] for h in headers if h[0] == name]
     return values[0] if len(values) == 1 else b",".join(values)
 
 

@@ -53,7 +53,7 @@ class Exchange:
                  "chunked", "expect", "body_done", "body_size", "body_buf", "route", "params", "rest",
                  "up", "target", "phase", "resp_mode", "head_sent", "started", "status", "error",
                  "retried", "client_ip", "reason", "rl", "ticket", "breaker", "body_sent", "path",
-                 "query", "ua")
+                 "query", "ua", "up_extra")
 
     def __init__(self, conn: "ClientConnection") -> None:
         self.conn = conn
@@ -80,6 +80,7 @@ class Exchange:
         self.breaker: Any = None
         self.body_sent = False
         self.ua: Optional[bytes] = None
+        self.up_extra: Optional[bytes] = None
         self.route: Any = None
         self.method: Optional[bytes] = None
         self.resp_mode = 0
@@ -137,7 +138,7 @@ class Exchange:
         if self.resp_mode == 1:
             conn.transport.write(b"0\r\n\r\n")
         if self.breaker is not None:
-            self.breaker.after(self.ticket, self.status not in self.route.breakers.failing, conn.w.clock())
+            self.breaker.after(self.ticket, self.route.breakers.ok(self.status), conn.w.clock())
             self.breaker = None
         self.up = None
         if framed:
@@ -149,6 +150,8 @@ class Exchange:
     def up_error(self, up: Any, kind: str) -> None:
         """The backend failed (reset, malformed, timeout)."""
         self.up = None
+        if kind == "reset" and up.reused and not up.resp_started:
+            kind = "stale"
         self.conn.upstream_failed(self, kind)
 
     def up_pause(self) -> None:
@@ -444,7 +447,7 @@ class ClientConnection(asyncio.Protocol):
         self.w.metrics.rejected(x.route.name, rej.reason)
         self.respond(x, rej.status, rej.reason, extra=extra, close=not x.body_done and x.expect)
 
-    def send_upstream(self, x: Exchange, avoid: Any) -> None:
+    def send_upstream(self, x: Exchange, avoid: Any, fresh: bool = False) -> None:
         route = x.route
         w = self.w
         targets = route.targets
@@ -497,7 +500,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = x.started + route.timeout
         self.dl_kind = DL_UPSTREAM
         pool = w.pool(target)
-        up = pool.get(w.clock())
+        up = None if fresh else pool.get(w.clock())
         if up is not None:
             self.attach(x, up)
         else:
@@ -542,6 +545,8 @@ class ClientConnection(asyncio.Protocol):
             parts.append(b"\r\nX-Forwarded-Host: ")
             parts.append(x.host)
         parts.append(b"\r\nX-Forwarded-Proto: http\r\n")
+        if x.up_extra is not None:
+            parts.append(x.up_extra)
         if route.forward_headers:
             conn_tokens = None
             for lname, name, value in x.headers:
@@ -586,15 +591,25 @@ class ClientConnection(asyncio.Protocol):
     def upstream_failed(self, x: Exchange, kind: str, detail: str = "") -> None:
         w = self.w
         if x.breaker is not None:
-            x.breaker.after(x.ticket, False, w.clock())
+            if kind == "stale":  # the pool's fault, not the host's
+                x.breaker.cancel(x.ticket, w.clock())
+            else:
+                x.breaker.after(x.ticket, False, w.clock())
             x.breaker = None
-        if kind == "connect" and not x.retried and x.method in IDEMPOTENT and len(x.route.targets) > 1 \
-                and not x.head_sent:
-            # nothing of the request reached a backend: one retry on another host
-            x.retried = True
-            w.log.warning("backend %s: %s; retrying on another host", x.target.key, detail or kind)
-            self.send_upstream(x, x.target)
-            return
+        if not x.retried and not x.head_sent:
+            if kind == "connect" and len(x.route.targets) > 1:
+                # nothing of the request reached a backend (any method): one retry on another host
+                x.retried = True
+                w.log.warning("backend %s: %s; retrying on another host", x.target.key, detail or kind)
+                self.send_upstream(x, x.target)
+                return
+            if kind == "stale" and x.method in IDEMPOTENT:
+                # a pooled connection the backend had closed: one retry on a fresh connection
+                x.retried = True
+                self.send_upstream(x, None, fresh=True)
+                return
+            if kind == "stale":
+                kind = "reset"
         if x.head_sent:
             # the response was cut: the client must see a broken stream, never a clean end
             x.phase = DONE

@@ -61,11 +61,27 @@ class Worker:
         self.accepting = False
         self.admin_server: Any = None
         self.done = loop.create_future()
+        self.metrics.gauges["fastproxy_breaker_state"] = self._breaker_states
+        self.bind_state(snap)
         self._health = msgspec.json.encode({"status": "ok", "pid": os.getpid()})
         self._tick_handle: Any = None
         self._last_date = 0.0
         self._last_publish = 0.0
         self.publish_metrics = bool(os.environ.get(admin.METRICS_DIR_ENV))
+
+    def bind_state(self, snap: Snapshot) -> None:
+        """Create this worker's limiter state for the snapshot (adopted state is kept)."""
+        now = self.clock()
+        for obj in snap.state.values():
+            obj.start(now, snap.workers, self.metrics)
+
+    def _breaker_states(self) -> list:
+        now = self.clock()
+        out: list = []
+        for obj in self.snap.state.values():
+            if hasattr(obj, "states"):
+                out.extend(obj.states(now))
+        return out
 
     # -- accept -------------------------------------------------------------------------------
     def listen(self, sock: socket.socket) -> None:
@@ -182,6 +198,7 @@ class Worker:
         old = self.snap
         # the listener and the worker count are fixed for the life of the process
         snap.port, snap.listen_ip, snap.workers = old.port, old.listen_ip, old.workers
+        self.bind_state(snap)
         self.snap = snap
         self.access_log = self._access_log if snap.protocol.access_log else None
         log.info("configuration reloaded from %s (%d routes)", self.config_path, len(snap.route_list))

@@ -28,7 +28,7 @@ IDLE, BUSY, CLOSED = 0, 1, 2
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "x", "state", "released_at", "headers", "reason",
-                 "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest")
+                 "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest", "reused")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -45,6 +45,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.resp_started = False
         self.framed = False  # response length known (CL or chunked), so its end is detectable
         self._skip_rest = False
+        self.reused = False
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -233,6 +234,7 @@ class Pool:
         while idle:
             conn = idle.pop()
             if conn.state == IDLE and now - conn.released_at < self.idle_timeout:
+                conn.reused = True
                 return conn
             conn.close()
         return None

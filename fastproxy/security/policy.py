@@ -1,0 +1,214 @@
+"""Security namespaces as request policies: client IP (root `router`), `security/ip-filter`,
+`security/geofence`, `security/bot-detector`, and KrakenD enterprise's `plugin/http-server`
+forms of `ip-filter` and `geoip`.
+
+All rejections are 403 with an empty body, counted per reason. The policies are the pure
+objects of this package; this module only compiles blocks into them and adapts them to the
+request (`check(x, now)`).
+"""
+
+from typing import Any, Optional
+
+import msgspec
+
+from fastproxy import policies
+from fastproxy.policies import Rejection
+from fastproxy.security.botdetector import BotDetector
+from fastproxy.security.clientip import ClientIPResolver
+from fastproxy.security.geo import GeoDB, Geofence
+from fastproxy.security.ipfilter import IPFilter
+
+
+class IPFilterBlock(msgspec.Struct, frozen=True):
+    CIDR: list[str] = []
+    allow: bool = False
+    client_ip_headers: Optional[list[str]] = None
+    trusted_proxies: Optional[list[str]] = None
+
+
+class BotBlock(msgspec.Struct, frozen=True):
+    allow: list[str] = []
+    deny: list[str] = []
+    patterns: list[str] = []
+    cache_size: int = 0
+    empty_user_agent_is_bot: bool = False
+
+
+class GeofenceBlock(msgspec.Struct, frozen=True):
+    db_path: str = ""
+    allow_countries: Optional[list[str]] = None
+    deny_countries: Optional[list[str]] = None
+    unknown: str = "allow"
+
+
+class GeoIPBlock(msgspec.Struct, frozen=True):
+    citydb_path: str = ""
+
+
+class HttpServerPlugin(msgspec.Struct, frozen=True):
+    name: list[str] = []
+
+
+class IPFilterCheck:
+    __slots__ = ("order", "filter", "resolver", "reason")
+
+    def __init__(self, order: int, flt: IPFilter, resolver: Optional[ClientIPResolver], reason: str) -> None:
+        self.order = order
+        self.filter = flt
+        self.resolver = resolver
+        self.reason = reason
+
+    def check(self, x: Any, now: float) -> None:
+        r = self.resolver
+        ip = x.client_ip if r is None else r.resolve(x.conn.peer, x.headers)
+        if not self.filter.permits(ip):
+            raise Rejection(403, self.reason)
+
+
+class GeofenceCheck:
+    __slots__ = ("order", "fence", "reason")
+
+    def __init__(self, order: int, fence: Geofence, reason: str) -> None:
+        self.order = order
+        self.fence = fence
+        self.reason = reason
+
+    def check(self, x: Any, now: float) -> None:
+        if not self.fence.permits(x.client_ip):
+            raise Rejection(403, self.reason)
+
+
+class BotCheck:
+    __slots__ = ("order", "detector", "reason")
+
+    def __init__(self, order: int, detector: BotDetector, reason: str) -> None:
+        self.order = order
+        self.detector = detector
+        self.reason = reason
+
+    def check(self, x: Any, now: float) -> None:
+        if self.detector.is_bot(x.ua):
+            raise Rejection(403, self.reason)
+
+
+class GeoIPHeader:
+    """Never rejects: adds `X-Geoip` (the JSON record of the client IP) to the upstream request."""
+
+    __slots__ = ("order", "db")
+
+    def __init__(self, db: GeoDB) -> None:
+        self.order = policies.ORDER_IP_FILTER - 1
+        self.db = db
+
+    def check(self, x: Any, now: float) -> None:
+        value = self.db.geoip_header(x.client_ip) if x.client_ip else None
+        if value is not None:
+            x.up_extra = (x.up_extra or b"") + b"X-Geoip: " + value + b"\r\n"
+
+
+def _guard(ctx: Any, path: str, fn: Any, *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except ValueError as exc:
+        ctx.problems.error(path, str(exc))
+        return None
+
+
+def _ip_filter(block: IPFilterBlock, path: str, ctx: Any) -> list:
+    if not block.CIDR:
+        ctx.problems.error(f"{path}.CIDR", "expected a list of networks or addresses, found none")
+        return []
+    flt = _guard(ctx, f"{path}.CIDR", IPFilter, block.CIDR, block.allow)
+    resolver = None
+    if block.trusted_proxies is not None or block.client_ip_headers is not None:
+        trusted = block.trusted_proxies if block.trusted_proxies is not None else list(ctx.router.trusted_proxies)
+        resolver = _guard(ctx, path, ClientIPResolver, trusted,
+                          block.client_ip_headers if block.client_ip_headers is not None else list(ctx.router.remote_ip_headers))
+    if flt is None:
+        return []
+    return [IPFilterCheck(policies.ORDER_IP_FILTER, flt, resolver, "ip filter")]
+
+
+@policies.register("service", "security/ip-filter")
+@policies.register("endpoint", "security/ip-filter")
+def _ip_filter_ns(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    block = ctx.problems.convert(raw, IPFilterBlock, path)
+    return [] if block is None else _ip_filter(block, path, ctx)
+
+
+@policies.register("service", "security/bot-detector", "github_com/devopsfaith/krakend-botdetector")
+@policies.register("endpoint", "security/bot-detector")
+def _bot(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    block = ctx.problems.convert(raw, BotBlock, path)
+    if block is None:
+        return []
+    det = _guard(ctx, path, BotDetector, block.allow, block.deny, block.patterns, block.cache_size,
+                 block.empty_user_agent_is_bot)
+    if det is None:
+        return []
+    order = policies.ORDER_BOT_ENDPOINT if route is not None else policies.ORDER_BOT_SERVICE
+    return [BotCheck(order, det, "bot detector")]
+
+
+@policies.register("service", "security/geofence")
+@policies.register("endpoint", "security/geofence")
+def _geofence(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    block = ctx.problems.convert(raw, GeofenceBlock, path)
+    if block is None:
+        return []
+    if not block.db_path:
+        ctx.problems.error(f"{path}.db_path", "expected the path of a MaxMind database, found none")
+        return []
+    if block.unknown not in ("allow", "deny"):
+        ctx.problems.error(f"{path}.unknown", f"expected 'allow' or 'deny', found {block.unknown!r}")
+        return []
+    db = _geodb_at(ctx, block.db_path, f"{path}.db_path")
+    if db is None:
+        return []
+    fence = _guard(ctx, path, Geofence, db, block.allow_countries, block.deny_countries, block.unknown)
+    return [] if fence is None else [GeofenceCheck(policies.ORDER_GEOFENCE, fence, "geofence")]
+
+
+def _geodb_at(ctx: Any, db_path: str, path: str) -> Optional[GeoDB]:
+    cache = ctx.__dict__.setdefault("geodbs", {})
+    if db_path not in cache:
+        cache[db_path] = _guard(ctx, path, GeoDB, db_path)
+    return cache[db_path]
+
+
+@policies.register("service", "plugin/http-server")
+def _http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    if not isinstance(raw, dict):
+        ctx.problems.error(path, f"expected an object, found {type(raw).__name__}")
+        return []
+    names = raw.get("name", [])
+    if isinstance(names, str):
+        names = [names]
+    out: list = []
+    for n in names:
+        if n == "ip-filter":
+            block = ctx.problems.convert(raw.get("ip-filter", {}), IPFilterBlock, f'{path}["ip-filter"]')
+            if block is not None:
+                out.extend(_ip_filter(block, f'{path}["ip-filter"]', ctx))
+        elif n == "geoip":
+            block = ctx.problems.convert(raw.get("geoip", {}), GeoIPBlock, f"{path}.geoip")
+            if block is None:
+                continue
+            if not block.citydb_path:
+                ctx.problems.error(f"{path}.geoip.citydb_path", "expected the path of a MaxMind database, found none")
+                continue
+            db = _geodb_at(ctx, block.citydb_path, f"{path}.geoip.citydb_path")
+            if db is not None:
+                out.append(GeoIPHeader(db))
+        else:
+            ctx.problems.warn(f"{path}.name", f"plugin {n!r} is not implemented by fastproxy: ignored")
+    return out
+
+
+def client_ip_resolver(ctx: Any) -> Optional[ClientIPResolver]:
+    """Root `router`: trusted_proxies / remote_ip_headers / forwarded_by_client_ip (SPEC §3.9)."""
+    r = ctx.router
+    if not r.trusted_proxies or r.forwarded_by_client_ip is False:
+        return None
+    return _guard(ctx, '$.extra_config["router"].trusted_proxies', ClientIPResolver, list(r.trusted_proxies),
+                  list(r.remote_ip_headers))

@@ -1,0 +1,143 @@
+"""`qos/circuit-breaker` on a backend: one breaker per host of that backend, per worker.
+
+KrakenD keeps one breaker per backend entry, so one dead host trips the breaker for its healthy
+siblings; fastproxy keeps one per host, and the load balancer skips hosts whose breaker is open
+(`BreakerSet.for_target`). Failures (SPEC §3.8): connect error, reset, timeout, malformed
+response, and failing statuses — 5xx by default (KrakenD CE under no-op never sees statuses), or
+every status not in `qos/circuit-breaker/http` `valid_status_codes` (KrakenD enterprise).
+"""
+
+import logging
+from typing import Any, Optional
+
+import msgspec
+
+from fastproxy import policies
+from fastproxy.breaker import CircuitBreaker, CLOSED, HALF_OPEN, OPEN
+
+log = logging.getLogger("fastproxy")
+STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+
+class BreakerBlock(msgspec.Struct, frozen=True):
+    interval: int = 0
+    timeout: int = 0
+    max_errors: int = 0
+    name: str = ""
+    log_status_change: bool = False
+
+
+class LegacyBreakerBlock(msgspec.Struct, frozen=True):
+    interval: int = 0
+    timeout: int = 0
+    maxErrors: int = 0
+    name: str = ""
+    logStatusChange: bool = False
+
+
+class HttpBlock(msgspec.Struct, frozen=True):
+    valid_status_codes: list[int] = []
+
+
+class BreakerSet:
+    """The breakers of one backend, keyed by host; created per worker by `start`."""
+
+    __slots__ = ("name", "route_name", "max_errors", "interval", "timeout", "log_changes", "valid", "breakers",
+                 "fingerprint", "metrics")
+
+    def __init__(self, name: str, route_name: str, max_errors: int, interval: float, timeout: float,
+                 log_changes: bool, valid: Optional[frozenset], fingerprint: bytes) -> None:
+        self.name = name
+        self.route_name = route_name
+        self.max_errors = max_errors
+        self.interval = interval
+        self.timeout = timeout
+        self.log_changes = log_changes
+        self.valid = valid
+        self.breakers: dict = {}
+        self.fingerprint = fingerprint
+        self.metrics: Any = None
+
+    def ok(self, status: int) -> bool:
+        valid = self.valid
+        if valid is None:
+            return status < 500
+        return status in valid
+
+    def start(self, now: float, workers: int, metrics: Any = None) -> None:
+        self.metrics = metrics
+
+    def adopt(self, old: "BreakerSet") -> None:
+        if old.fingerprint == self.fingerprint:
+            self.breakers = old.breakers
+            for b in self.breakers.values():
+                b.on_change = self._on_change
+
+    def for_target(self, target: Any) -> CircuitBreaker:
+        b = self.breakers.get(target.key)
+        if b is None:
+            b = CircuitBreaker(self.max_errors, self.interval, self.timeout, name=target.key,
+                               on_change=self._on_change)
+            self.breakers[target.key] = b
+        return b
+
+    def _on_change(self, breaker: CircuitBreaker, old: str, new: str, now: float) -> None:
+        if self.log_changes or new == OPEN:
+            log.warning("circuit breaker %r for %s: %s -> %s", self.name, breaker.name, old, new)
+        if self.metrics is not None:
+            self.metrics.breaker_transition(self.name, breaker.name, new)
+
+    def states(self, now: float) -> list:
+        return [(("breaker", "host"), (self.name, key), STATE_VALUE[b.state(now)]) for key, b in self.breakers.items()]
+
+
+def _compile(ctx: Any, path: str, route: Any, interval: int, timeout: int, max_errors: int, name: str,
+             log_changes: bool) -> list:
+    p = ctx.problems
+    for field, value in (("interval", interval), ("timeout", timeout), ("max_errors", max_errors)):
+        if value < 0:
+            p.error(f"{path}.{field}", f"expected an integer >= 0, found {value}")
+    valid = None
+    http = route.breakers  # set by the http block if it came first
+    if isinstance(http, frozenset):
+        valid = http
+    key = f"breaker:{route.method}:{route.name}"
+    name = name or f"{route.method} {route.name}"
+    fp = msgspec.json.encode([interval, timeout, max_errors, name, sorted(valid) if valid else None])
+    bs = BreakerSet(name, route.name, max_errors, float(interval), float(timeout), log_changes, valid, fp)
+    route.breakers = bs
+    ctx.state[key] = bs
+    return []
+
+
+@policies.register("backend", "qos/circuit-breaker")
+def _breaker(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    b = ctx.problems.convert(raw, BreakerBlock, path)
+    if b is None:
+        return []
+    return _compile(ctx, path, route, b.interval, b.timeout, b.max_errors, b.name, b.log_status_change)
+
+
+@policies.register("backend", "github.com/devopsfaith/krakend-circuitbreaker/gobreaker")
+def _legacy(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    b = ctx.problems.convert(raw, LegacyBreakerBlock, path)
+    if b is None:
+        return []
+    return _compile(ctx, path, route, b.interval, b.timeout, b.maxErrors, b.name, b.logStatusChange)
+
+
+@policies.register("backend", "qos/circuit-breaker/http")
+def _http(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    b = ctx.problems.convert(raw, HttpBlock, path)
+    if b is None:
+        return []
+    for i, code in enumerate(b.valid_status_codes):
+        if not 100 <= code <= 599:
+            ctx.problems.error(f"{path}.valid_status_codes[{i}]", f"expected an HTTP status 100-599, found {code}")
+    valid = frozenset(b.valid_status_codes)
+    if isinstance(route.breakers, BreakerSet):
+        route.breakers.valid = valid
+        route.breakers.fingerprint += msgspec.json.encode(sorted(valid))
+    else:
+        route.breakers = valid  # picked up by qos/circuit-breaker below
+    return []
