@@ -4,7 +4,7 @@ llhttp rejects most malformed input, but a proxy must also refuse what is ambigu
 parsers (RFC 9112 §6.3, §3.2): Content-Length with leading zeros or duplicated, any
 Transfer-Encoding other than exactly `chunked`, Transfer-Encoding in HTTP/1.0, a missing or
 repeated Host in HTTP/1.1, a fragment in the target, dot-segments that a backend would resolve
-differently. Each rule raises HTTPError with the status the client gets.
+differently, an absolute-form target naming another host than `Host`. Each rule raises HTTPError with the status the client gets.
 """
 
 
@@ -40,15 +40,9 @@ def split_target(url: bytes) -> tuple[bytes, bytes]:
     if not url:
         raise HTTPError(400, "empty request target")
     if url[0] != 0x2F:  # '/'
-        low = url[:8].lower()
-        if low.startswith(b"http://") or low.startswith(b"https:/"):
-            rest = url.split(b"//", 1)[1]
-            slash = rest.find(b"/")
-            url = rest[slash:] if slash >= 0 else b"/"
-            if not url.startswith(b"/"):
-                url = b"/" + url
-        else:
-            raise HTTPError(400, f"request target must be a path, found {url[:40]!r}")
+        _, url = _split_absolute(url)
+        if not url.startswith(b"/"):
+            url = b"/" + url
     if b"#" in url:
         raise HTTPError(400, "fragment in request target")
     q = url.find(b"?")
@@ -62,6 +56,34 @@ def split_target(url: bytes) -> tuple[bytes, bytes]:
             if s == b"." or s == b"..":
                 raise HTTPError(400, "dot-segment in request path")
     return path, query
+
+
+def _split_absolute(url: bytes) -> tuple[bytes, bytes]:
+    """`http://authority/path?query` → (authority, "/path?query"); only http and https."""
+    low = url[:8].lower()
+    if low.startswith(b"http://"):
+        rest = url[7:]
+    elif low.startswith(b"https://"):
+        rest = url[8:]
+    else:
+        raise HTTPError(400, f"request target must be a path, found {url[:40]!r}")
+    end = len(rest)
+    for sep in (b"/", b"?", b"#"):
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    return rest[:end], rest[end:]
+
+
+def check_authority(url: bytes, host: "bytes | None") -> "bytes | None":
+    """An absolute-form target (RFC 9112 §3.2.2) must name the same host as `Host`: two parsers
+    could route by different ones. Returns the target's authority (None for origin-form)."""
+    if url[:1] == b"/":
+        return None
+    authority, _ = _split_absolute(url)
+    if host is not None and host.strip(b" \t").lower() != authority.lower():
+        raise HTTPError(400, "absolute-form target names another host than the Host header")
+    return authority
 
 
 def filter_query(query: bytes, names: frozenset) -> bytes:

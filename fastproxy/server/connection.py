@@ -8,7 +8,8 @@ Phases of one request (SPEC §3 order; each phase's logic lives in its own modul
 
 Rules this module keeps:
 - Answers go out in request order. Pipelined requests queue behind the active one; their bodies
-  are buffered up to `PIPELINE_BUFFER` bytes, beyond which reading pauses.
+  are buffered up to `PIPELINE_BUFFER` bytes, and at most `PIPELINE_DEPTH` requests wait,
+  beyond which reading pauses.
 - Framing is never copied: hop-by-hop headers are dropped both ways; Content-Length is
   regenerated from the parsed value, chunked bodies are re-chunked.
 - Flow control both ways: a backend that cannot take the body pauses reading from the client; a
@@ -25,13 +26,16 @@ from typing import Any, Optional
 import httptools
 
 from fastproxy.config.compile import QUERY_ALL, QUERY_LIST
-from fastproxy.http.request import HTTPError, check_transfer_encoding, filter_query, parse_content_length, split_target
+from fastproxy.http.request import (HTTPError, check_authority, check_transfer_encoding, filter_query,
+                                    parse_content_length, split_target)
 from fastproxy.http.response import ERROR_BODIES, REASONS, simple_response
+from fastproxy.limits.headers import retry_after_value
 from fastproxy.policies import Rejection
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
 from fastproxy.upstream.connection import ConnectError
 
 PIPELINE_BUFFER = 64 * 1024
+PIPELINE_DEPTH = 64  # queued requests per connection beyond which reading pauses
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 # Request headers never forwarded as received (framing and hop-by-hop, RFC 9110 §7.6.1), plus
 # those fastproxy regenerates.
@@ -53,7 +57,7 @@ class Exchange:
                  "chunked", "expect", "body_done", "body_size", "body_buf", "route", "params", "rest",
                  "up", "target", "phase", "resp_mode", "head_sent", "started", "status", "error",
                  "retried", "client_ip", "reason", "rl", "ticket", "breaker", "body_sent", "path",
-                 "query", "ua", "up_extra")
+                 "query", "ua", "up_extra", "out")
 
     def __init__(self, conn: "ClientConnection") -> None:
         self.conn = conn
@@ -81,6 +85,7 @@ class Exchange:
         self.body_sent = False
         self.ua: Optional[bytes] = None
         self.up_extra: Optional[bytes] = None
+        self.out: Optional[list] = None
         self.route: Any = None
         self.method: Optional[bytes] = None
         self.resp_mode = 0
@@ -119,24 +124,38 @@ class Exchange:
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         self.head_sent = True
-        conn.transport.write(b"".join(parts))
-        conn.deadline = conn.w.clock() + self.route.timeout
-        conn.dl_kind = DL_UPSTREAM
+        # Held until the backend read that carried it is parsed, so head and body leave in one
+        # write (one syscall per response in the common case; `flush_out`).
+        self.out = [b"".join(parts)]
 
     def up_body(self, data: bytes) -> None:
-        conn = self.conn
         if not data or self.method == b"HEAD":
             return
-        if self.resp_mode == 1:
-            conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        out = self.out
+        if out is None:
+            self.out = out = []
+        out.append(b"%x\r\n%b\r\n" % (len(data), data) if self.resp_mode == 1 else data)
+
+    def flush_out(self) -> None:
+        """Write what the last backend read produced for the client; re-arm the body timeout."""
+        out = self.out
+        self.out = None
+        conn = self.conn
+        if len(out) == 1:
+            conn.transport.write(out[0])
         else:
-            conn.transport.write(data)
+            conn.transport.writelines(out)
         conn.deadline = conn.w.clock() + self.route.timeout
+        conn.dl_kind = DL_UPSTREAM
 
     def up_end(self, up: Any, framed: bool) -> None:
         conn = self.conn
         if self.resp_mode == 1:
-            conn.transport.write(b"0\r\n\r\n")
+            if self.out is None:
+                self.out = []
+            self.out.append(b"0\r\n\r\n")
+        if self.out:
+            self.flush_out()
         if self.breaker is not None:
             self.breaker.after(self.ticket, self.route.breakers.ok(self.status), conn.w.clock())
             self.breaker = None
@@ -164,7 +183,7 @@ class Exchange:
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("w", "transport", "parser", "peer", "cur", "queue", "deadline", "dl_kind", "closing",
                  "paused", "head_fed", "url_len", "head_size", "nheaders", "buffered", "writing_paused",
-                 "broken", "requests")
+                 "broken", "requests", "held", "dispatching")
 
     def __init__(self, worker: Any) -> None:
         self.w = worker
@@ -176,7 +195,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.dl_kind = DL_IDLE
         self.closing = False
-        self.paused = 0  # bit 1: pipeline buffer, bit 2: backend busy, bit 4: draining
+        self.paused = 0  # bit 1: pipeline buffer, bit 2: backend busy, bit 4: draining, bit 8: queue depth
         self.head_fed = 0
         self.url_len = 0
         self.head_size = 0
@@ -185,6 +204,10 @@ class ClientConnection(asyncio.Protocol):
         self.writing_paused = False
         self.broken = False
         self.requests = 0
+        # Bytes for backends produced while parsing one read: written once the whole read parsed,
+        # so a request refused within that read sends nothing upstream (its head included).
+        self.held: Optional[list] = None
+        self.dispatching = False  # finish() is running the queue: nested finishes leave it to it
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -210,13 +233,15 @@ class ClientConnection(asyncio.Protocol):
         self.closing = True
         self.w.connection_closed(self)
         for x in self.queue:
+            if x.breaker is not None:
+                # cancelled by its client: neither a success nor a failure of the host, and a
+                # half-open probe slot must be freed even if the backend was still connecting
+                x.breaker.cancel(x.ticket, self.w.clock())
+                x.breaker = None
             up = x.up
             if up is not None:
                 # The client went away mid-request: the backend connection's state is unknown.
                 x.up = None
-                if x.breaker is not None:
-                    x.breaker.cancel(x.ticket, self.w.clock())
-                    x.breaker = None
                 up.abort()
             x.phase = DONE
         self.queue = []
@@ -224,9 +249,24 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing or self.broken:
             return
+        # Large reads are parsed in slices of `max_head_size`, so that a head cut across them is
+        # measured (see `feed`) to within one slice whatever came before it in the read.
+        step = self.w.snap.protocol.max_head_size
+        if len(data) <= step:
+            self.feed(data)
+            return
+        view = memoryview(data)
+        for i in range(0, len(data), step):
+            if self.closing or self.broken:
+                return
+            self.feed(view[i:i + step])
+
+    def feed(self, data: Any) -> None:
+        self.held = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
+            self.flush_held(self.cur)
             err = exc.__context__
             if isinstance(err, HTTPError):
                 self.refuse(err)
@@ -237,21 +277,44 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             # An `Upgrade` we do not honour: the request was handled as a plain one; parse the
             # rest of the stream with a fresh parser.
+            self.flush_held(None)
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             self.parser = httptools.HttpRequestParser(self)
             if offset < len(data):
-                self.data_received(data[offset:])
+                self.feed(data[offset:])
             return
         except httptools.HttpParserError as exc:
+            self.flush_held(self.cur)
             self.refuse(HTTPError(400, f"malformed request: {exc}"))
             return
+        self.flush_held(None)
         cur = self.cur
         if cur is not None and cur.method is None:
-            # still inside a head: bound what llhttp may be holding for us (one huge header)
-            self.head_fed += len(data)
-            limit = self.w.snap.protocol
-            if self.head_fed > limit.max_head_size + limit.max_request_line:
-                self.refuse(HTTPError(431, "request head too large"))
+            # still inside a head: bound what llhttp may be holding for us (one huge header).
+            # Count the slices after the one where this head began: that one may also have
+            # carried the pipelined requests before it.
+            if self.head_fed < 0:
+                self.head_fed = 0
+            else:
+                self.head_fed += len(data)
+                limit = self.w.snap.protocol
+                if self.head_fed > limit.max_head_size + limit.max_request_line:
+                    self.refuse(HTTPError(431, "request head too large"))
+
+    def send_up(self, x: Exchange, up: Any, data: bytes) -> None:
+        held = self.held
+        if held is None:
+            up.transport.write(data)
+        else:
+            held.append((x, up, data))
+
+    def flush_held(self, failed: Optional[Exchange]) -> None:
+        """Write what parsing the last read produced for backends, except `failed`'s."""
+        held = self.held
+        self.held = None
+        for x, up, data in held or ():
+            if x is not failed and x.up is up and not up.transport.is_closing():
+                up.transport.write(data)
 
     def eof_received(self) -> Optional[bool]:
         # Half-close from the client: finish what was fully received, then close.
@@ -294,7 +357,7 @@ class ClientConnection(asyncio.Protocol):
         self.url_len = 0
         self.head_size = 0
         self.nheaders = 0
-        self.head_fed = 0
+        self.head_fed = -1  # began in the read being parsed
         if not self.queue:
             w = self.w
             self.deadline = w.clock() + w.snap.protocol.read_header_timeout
@@ -336,7 +399,8 @@ class ClientConnection(asyncio.Protocol):
             else:
                 raise HTTPError(417, "unsupported Expect")
         elif lname == b"user-agent":
-            x.ua = value
+            if x.ua is None:  # the first one is judged (KrakenD's bot detector does the same)
+                x.ua = value
         x.headers.append((lname, name, value))
 
     def on_headers_complete(self) -> None:
@@ -361,6 +425,8 @@ class ClientConnection(asyncio.Protocol):
         if x.cl > self.w.snap.protocol.max_body_size:
             raise HTTPError(413, "request body too large")
         x.path, x.query = split_target(x.url)
+        if x.url[0] != 0x2F:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
+            x.host = check_authority(x.url, x.host)
         if not (x.chunked or x.cl > 0):
             x.body_done = True
         self.requests += 1
@@ -368,6 +434,8 @@ class ClientConnection(asyncio.Protocol):
         q.append(x)
         if len(q) == 1:
             self.dispatch(x)
+        elif len(q) > PIPELINE_DEPTH:
+            self.pause_reading(8)
 
     def on_body(self, body: bytes) -> None:
         x = self.cur
@@ -380,7 +448,7 @@ class ClientConnection(asyncio.Protocol):
             return  # answered already (refused early): the body is read and dropped
         up = x.up
         if up is not None and x.body_buf is None:
-            up.transport.write(b"%x\r\n%b\r\n" % (len(body), body) if x.chunked else body)
+            self.send_up(x, up, b"%x\r\n%b\r\n" % (len(body), body) if x.chunked else body)
         else:
             if x.body_buf is None:
                 x.body_buf = []
@@ -398,7 +466,7 @@ class ClientConnection(asyncio.Protocol):
         up = x.up
         if up is not None and x.body_buf is None:
             if x.chunked:
-                up.transport.write(b"0\r\n\r\n")
+                self.send_up(x, up, b"0\r\n\r\n")
             x.body_sent = True
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -429,23 +497,46 @@ class ClientConnection(asyncio.Protocol):
         x.rest = rest
         resolver = snap.client_ip
         x.client_ip = resolver.resolve(self.peer, x.headers) if resolver is not None else self.peer
-        checks = route.checks
-        if checks:
-            now = w.clock()
-            try:
-                for check in checks:
-                    check.check(x, now)
-            except Rejection as rej:
-                self.reject(x, rej)
-                return
+        if route.checks:
+            self.run_checks(x, 0)
+        else:
+            self.send_upstream(x, None)
+
+    def run_checks(self, x: Exchange, i: int) -> None:
+        """Policies in SPEC order from `i`. A policy that must wait (a Redis limit) returns a
+        future; the chain resumes from the next policy when it resolves."""
+        checks = x.route.checks
+        n = len(checks)
+        now = self.w.clock()
+        try:
+            while i < n:
+                check = checks[i]
+                i += 1
+                pending = check.check(x, now)
+                if pending is not None:
+                    pending.add_done_callback(lambda f, c=check, i=i: self.checked(x, c, f, i))
+                    return
+        except Rejection as rej:
+            self.reject(x, rej)
+            return
         self.send_upstream(x, None)
+
+    def checked(self, x: Exchange, check: Any, fut: Any, i: int) -> None:
+        if self.closing or x.phase == DONE:
+            return
+        try:
+            check.complete(x, fut.result(), self.w.clock())
+        except Rejection as rej:
+            self.reject(x, rej)
+            return
+        self.run_checks(x, i)
 
     def reject(self, x: Exchange, rej: Rejection) -> None:
         extra = rej.headers
         if x.rl is not None and self.w.snap.protocol.ratelimit_headers:
             extra = extra + x.rl.header_pairs()
         self.w.metrics.rejected(x.route.name, rej.reason)
-        self.respond(x, rej.status, rej.reason, extra=extra, close=not x.body_done and x.expect)
+        self.respond(x, rej.status, rej.reason, extra=extra)
 
     def send_upstream(self, x: Exchange, avoid: Any, fresh: bool = False) -> None:
         route = x.route
@@ -481,8 +572,7 @@ class ClientConnection(asyncio.Protocol):
                     break
             if target is None:
                 retry = min(breakers.for_target(t).retry_after(now) for t in targets)
-                self.respond(x, 503, "circuit open", extra=((b"Retry-After", b"%d" % max(1, int(-(-retry // 1)))),),
-                             close=not x.body_done and x.expect)
+                self.respond(x, 503, "circuit open", extra=((b"Retry-After", retry_after_value(retry)),))
                 return
         x.target = target
         bchecks = route.backend_checks
@@ -585,7 +675,11 @@ class ClientConnection(asyncio.Protocol):
             x.body_sent = True
         elif x.expect and not buf:
             self.transport.write(CONTINUE_100)
-        up.start(x, b"".join(parts), x.method == b"HEAD")
+        if self.held is None:
+            up.start(x, b"".join(parts), x.method == b"HEAD")
+        else:
+            up.start(x, b"", x.method == b"HEAD")
+            self.held.append((x, up, b"".join(parts)))
 
     # -- endings ----------------------------------------------------------------------------
     def upstream_failed(self, x: Exchange, kind: str, detail: str = "") -> None:
@@ -624,7 +718,8 @@ class ClientConnection(asyncio.Protocol):
                 close: bool = False, content_type: bytes = b"text/plain; charset=utf-8") -> None:
         """Answer the active request ourselves."""
         w = self.w
-        if close or w.draining:
+        if close or w.draining or x.expect and not x.body_done:
+            # a client told to wait for 100 may or may not send its body now: close
             x.keep_alive = False
         x.status = status
         x.reason = reason
@@ -642,12 +737,26 @@ class ClientConnection(asyncio.Protocol):
         q = self.queue
         if q and q[0] is x:
             q.pop(0)
+            if self.paused & 8 and len(q) <= PIPELINE_DEPTH:
+                self.resume_reading(8)
         if not x.keep_alive or self.broken and not q:
             self.closing = True
             self.transport.close()
             return
         if q:
-            self.dispatch(q[0])
+            # Iterate, never recurse: a long pipeline answered locally (404s, 429s) behind one
+            # backend response would otherwise nest finish -> dispatch once per request.
+            if self.dispatching:
+                return
+            self.dispatching = True
+            try:
+                while q and not self.closing:
+                    nxt = q[0]
+                    self.dispatch(nxt)
+                    if q and q[0] is nxt:
+                        break  # waiting for its backend
+            finally:
+                self.dispatching = False
         elif self.cur is not None and self.cur.method is None:
             self.deadline = w.clock() + w.snap.protocol.read_header_timeout
             self.dl_kind = DL_HEAD

@@ -59,6 +59,7 @@ class Worker:
         self.access_log: Optional[Callable] = self._access_log if snap.protocol.access_log else None
         self.listener: Optional[socket.socket] = None
         self.accepting = False
+        self.adopting = 0  # accepted sockets whose protocol is not made yet: they count against the cap
         self.admin_server: Any = None
         self.done = loop.create_future()
         self.metrics.gauges["fastproxy_breaker_state"] = self._breaker_states
@@ -102,7 +103,7 @@ class Worker:
     def _accept(self) -> None:
         cap = self.snap.protocol.max_connections
         for _ in range(64):
-            if len(self.conns) >= cap:
+            if len(self.conns) + self.adopting >= cap:
                 self._stop_accepting()
                 return
             try:
@@ -114,6 +115,7 @@ class Worker:
                 self._stop_accepting()
                 self.loop.call_later(0.1, self._start_accepting)
                 return
+            self.adopting += 1
             self.loop.create_task(self._adopt(sock))
 
     async def _adopt(self, sock: socket.socket) -> None:
@@ -121,6 +123,10 @@ class Worker:
             await self.loop.connect_accepted_socket(lambda: ClientConnection(self), sock)
         except OSError:
             sock.close()
+        finally:
+            self.adopting -= 1
+        if not self.accepting and len(self.conns) + self.adopting < self.snap.protocol.max_connections:
+            self._start_accepting()
 
     def connection_opened(self, conn: ClientConnection) -> None:
         self.conns.add(conn)
@@ -130,7 +136,7 @@ class Worker:
     def connection_closed(self, conn: ClientConnection) -> None:
         self.conns.discard(conn)
         self.metrics.connections_open = len(self.conns)
-        if not self.accepting and len(self.conns) < self.snap.protocol.max_connections:
+        if not self.accepting and len(self.conns) + self.adopting < self.snap.protocol.max_connections:
             self._start_accepting()
         if self.draining and not self.conns and not self.done.done():
             self.done.set_result(None)

@@ -28,7 +28,8 @@ IDLE, BUSY, CLOSED = 0, 1, 2
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "x", "state", "released_at", "headers", "reason",
-                 "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest", "reused")
+                 "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest", "reused",
+                 "feeding", "release_pending")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -46,6 +47,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.framed = False  # response length known (CL or chunked), so its end is detectable
         self._skip_rest = False
         self.reused = False
+        # A response that ends inside a read is released only once the rest of that read is
+        # parsed: stray bytes after it (a lying Content-Length, a body after a HEAD answer) must
+        # close the connection, not reach the next exchange.
+        self.feeding = False
+        self.release_pending: Optional[float] = None
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -62,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes from a backend while no request is outstanding: the stream is out of step.
             self.close()
             return
+        self.feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -72,6 +79,15 @@ class UpstreamConnection(asyncio.Protocol):
                 x.up_error(self, "malformed")
             self.close()
             return
+        finally:
+            self.feeding = False
+            x = self.x
+            if x is not None and x.out:
+                x.flush_out()
+            pending = self.release_pending
+            if pending is not None:
+                self.release_pending = None
+                self.release(pending)
         if self._skip_rest:
             # HEAD answered: llhttp cannot know the method, so start a fresh parser for the
             # next response; any body bytes that came with the head made the stream suspect.
@@ -149,7 +165,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.resp_started = True
         if not parser.should_keep_alive():
             self.reusable = False
-        self.x.up_head(self, status, self.reason, kept, -2 if no_body else (-1 if chunked or length < 0 else length))
+        if no_body:
+            # HEAD keeps the backend's Content-Length (it describes the GET); the exchange sends no body
+            length = length if self.head_request and length >= 0 and status not in (204, 304) else -2
+        elif chunked:
+            length = -1
+        self.x.up_head(self, status, self.reason, kept, length)
         if no_body and self.x is not None:
             x = self.x
             self.x = None
@@ -184,6 +205,9 @@ class UpstreamConnection(asyncio.Protocol):
     def release(self, now: float) -> None:
         """Back to the pool if the exchange ended cleanly; otherwise close."""
         self.x = None
+        if self.feeding:
+            self.release_pending = now  # decided once the rest of this read is parsed
+            return
         if self.reusable and self.state == BUSY and not self.transport.is_closing():
             self.state = IDLE
             self.released_at = now

@@ -6,7 +6,6 @@ the proxy chose), and reports a body cut short as `BrokenStream` rather than a c
 Everything is bounded by socket timeouts: nothing here sleeps to wait for readiness.
 """
 
-import os
 import socket
 import time
 from typing import Callable, Optional
@@ -290,17 +289,6 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-def children(pid: int) -> set:
-    found = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found.update(int(c) for c in f.read().split())
-        except OSError:
-            pass
-    return found
 
 
 def upstream_bytes(u: Upstream) -> bytes:
