@@ -41,7 +41,8 @@ def main(argv: Optional[list] = None) -> int:
     if args.command == "check":
         for warning in snap.warnings:
             print(f"  warning: {warning}")
-        print(f"Syntax OK: {args.config} ({len(snap.route_list)} endpoints, {len(snap.warnings)} warnings)")
+        n, w = len(snap.route_list), len(snap.warnings)
+        print(f"Syntax OK: {args.config} ({n} endpoint{'s' if n != 1 else ''}, {w} warning{'s' if w != 1 else ''})")
         return 0
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s [%(process)d] %(message)s")

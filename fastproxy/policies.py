@@ -76,7 +76,7 @@ UNIMPLEMENTED = {
     "github.com/devopsfaith/krakend-httpcache",
 }
 # Keys that are ours or handled outside the handler table.
-HANDLED_ELSEWHERE = {"service": {"fastproxy", "router"}, "endpoint": set(), "backend": set()}
+HANDLED_ELSEWHERE = {"service": {"fastproxy", "router", "redis"}, "endpoint": set(), "backend": set()}
 
 
 def register(level: str, namespace: str, *aliases: str) -> Callable[[Handler], Handler]:
@@ -137,7 +137,7 @@ def _load_handlers() -> None:
         __import__(mod)
 
 
-_FEATURE_MODULES: list[str] = ["fastproxy.limits.policy", "fastproxy.upstream.breakers", "fastproxy.security.policy"]
+_FEATURE_MODULES: list[str] = ["fastproxy.limits.policy", "fastproxy.upstream.breakers", "fastproxy.security.policy", "fastproxy.limits.shared"]
 
 
 def optional_block(ctx: CompileContext, raw: Any, typ: type, path: str) -> Optional[Any]:

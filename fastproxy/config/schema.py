@@ -76,6 +76,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     drain_timeout: str = "30s"
     access_log: bool = False
     ratelimit_headers: bool = True
+    redis_timeout: str = "50ms"  # a Redis limit decision falls back to the local bucket after this
 
 
 class RouterOptions(msgspec.Struct, frozen=True):
