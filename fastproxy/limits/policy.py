@@ -206,7 +206,9 @@ def compile_router_block(block: RouterLimitBlock, path: str, ctx: Any, scope: st
     service = scope == "service"
     if block.max_rate > 0:
         cap = _capacity(ctx, block.capacity, block.max_rate, every, f"{path}.capacity")
-        limit = Limit(policies.ORDER_SERVICE_LIMIT if service else policies.ORDER_ENDPOINT_LIMIT,
+        # the service-wide bucket runs after the service client limit, as the endpoint one after the
+        # endpoint client limit: a request one client's limit refuses spends nobody else's token
+        limit = Limit(policies.ORDER_SERVICE_LIMIT + 1 if service else policies.ORDER_ENDPOINT_LIMIT,
                       "service" if service else "endpoint", block.max_rate, every, cap,
                       block.status_code or 503, f"{scope} rate limit",
                       _fp(shared_key, "all", block.max_rate, every, cap))
@@ -237,11 +239,12 @@ def compile_router_block(block: RouterLimitBlock, path: str, ctx: Any, scope: st
             p.error(f"{path}.max_clients", f"expected an integer >= 1, found {block.max_clients}")
             return out
         ccap = _capacity(ctx, block.client_capacity, block.client_max_rate, every, f"{path}.client_capacity")
-        limit = ClientLimit(policies.ORDER_SERVICE_LIMIT + 1 if service else policies.ORDER_CLIENT_LIMIT,
+        limit = ClientLimit(policies.ORDER_SERVICE_LIMIT if service else policies.ORDER_CLIENT_LIMIT,
                             "service-client" if service else "client", block.client_max_rate, every, ccap,
                             block.client_status_code or block.status_code or 429, f"{scope} client rate limit",
                             strategy, block.key, block.max_clients,
-                            _fp(shared_key, "client", block.client_max_rate, every, ccap, strategy, block.key))
+                            _fp(shared_key, "client", block.client_max_rate, every, ccap, strategy, block.key,
+                                block.max_clients))
         out.append(_register(ctx, f"{shared_key}:client", limit))
     return out
 
