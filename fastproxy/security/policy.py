@@ -101,6 +101,13 @@ class GeoIPHeader:
         self.db = db
 
     def check(self, x: Any, now: float) -> None:
+        headers = x.headers
+        for h in headers:
+            if h[0] == b"x-geoip":
+                # the header is ours: a client's own X-Geoip never reaches the backend (with
+                # `input_headers` naming it or `*` it would otherwise pass, spoofing the record)
+                x.headers = [h for h in headers if h[0] != b"x-geoip"]
+                break
         value = self.db.geoip_header(x.client_ip) if x.client_ip else None
         if value is not None:
             x.up_extra = (x.up_extra or b"") + b"X-Geoip: " + value + b"\r\n"
