@@ -1,0 +1,244 @@
+"""Shared limits on Redis: one atomic script per decision, batched per event-loop tick, with a
+local fallback when Redis is slow or down.
+
+Owns the I/O of the stateful limiters (SPEC §3.6), at the edge of the limits package:
+- The decision is a token bucket evaluated inside Redis by one Lua script (`SCRIPT`), with the
+  same semantics as `bucket.TokenBucket` (starts full, continuous refill, capped, a refused
+  take changes nothing). The clock is Redis's own `TIME`, so instances with skewed clocks agree;
+  tests may pass a clock instead. Keys expire once the bucket would be full again (lossless).
+- Decisions made during one loop tick go to Redis in one pipeline: one round trip for many
+  requests.
+- Each decision is answered within `timeout` (default 50 ms) of being asked. When Redis fails
+  or is too slow, the decision falls back to the local bucket of the same limit (or is allowed,
+  with `on_failure_allow`); the store marks itself down, logs the switch, counts it, stops
+  asking Redis and probes it in the background; once a probe answers, it logs and switches back.
+"""
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+log = logging.getLogger("fastproxy")
+
+# KEYS[1]: bucket. ARGV: rate (tokens/s), capacity, ttl (ms), n (requests asking at once),
+# [now (s) — tests only]. Returns {admitted (<= n), remaining, retry_after, reset_after}: the same
+# as n single takes at one instant.
+SCRIPT = """
+local now
+if ARGV[5] then
+  now = tonumber(ARGV[5])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local rate = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local n = tonumber(ARGV[4])
+local interval = 1.0 / rate
+local EPS = 1e-9
+local v = redis.call('HMGET', KEYS[1], 't', 'l')
+local tokens = tonumber(v[1])
+local last = tonumber(v[2])
+if tokens == nil or last == nil then
+  tokens = cap
+  last = now
+end
+-- n takes of bucket.TokenBucket.take at one instant, with the same float operations (its
+-- earliest-ready time, its EPS in seconds), so both admit exactly the same; stops at the first
+-- refusal (a refused take changes nothing), so it runs at most capacity + 1 times
+local k = 0
+while k < n do
+  local t
+  if now >= last + (1.0 - tokens) * interval - EPS then
+    t = tokens + (now - last) * rate
+    if t > cap then
+      t = cap
+    elseif now < last then
+      t = tokens
+    end
+  elseif tokens >= 1.0 then
+    t = tokens
+  else
+    break
+  end
+  tokens = t - 1.0
+  last = now
+  k = k + 1
+end
+if k > 0 then
+  -- %.17g: tostring() keeps 14 digits, which at epoch times (1.7e9 s) is 0.1 ms of clock
+  redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'l', string.format('%.17g', last))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+-- TokenBucket.retry_after / remaining / reset_after at now
+local ready = last + (1.0 - tokens) * interval - EPS
+local wait = 0
+local remaining
+if now < ready and tokens < 1.0 then
+  wait = ready - now
+  remaining = 0
+else
+  local held = tokens
+  if now > last then held = held + (now - last) * rate end
+  remaining = math.floor(held + EPS * rate)
+  if remaining > cap then remaining = cap elseif remaining < 1 then remaining = 1 end
+end
+local reset = 0
+if tokens < cap then
+  reset = last + (cap - tokens) * interval - now
+  if reset < 0 then reset = 0 end
+end
+return {k, remaining, string.format('%.17g', wait), string.format('%.17g', reset)}
+"""
+
+FALLBACK = object()  # a decision Redis could not make in time
+
+
+class PoolConfig:
+    __slots__ = ("name", "host", "port", "db", "pool_size", "dial_timeout", "username", "password")
+
+    def __init__(self, name: str, host: str, port: int, db: int, pool_size: int, dial_timeout: float,
+                 username: Optional[str], password: Optional[str]) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.db = db
+        self.pool_size = pool_size
+        self.dial_timeout = dial_timeout
+        self.username = username
+        self.password = password
+
+
+class RedisStore:
+    """One Redis connection pool per worker, shared by every limit naming it."""
+
+    def __init__(self, cfg: PoolConfig, timeout: float) -> None:
+        self.cfg = cfg
+        self.timeout = timeout
+        self.up = True
+        self.pending: dict = {}  # key -> (args, [futures], first asked at)
+        self.in_flight = 0
+        self.flush_scheduled = False
+        self.loop: Any = None
+        self.client: Any = None
+        self.sha: Optional[str] = None
+        self.metrics: Any = None
+        self._probe_task: Any = None
+
+    def start(self, metrics: Any) -> None:
+        self.metrics = metrics
+
+    def _ensure(self) -> None:
+        if self.client is None:
+            import redis.asyncio as aioredis
+
+            c = self.cfg
+            self.loop = asyncio.get_running_loop()
+            self.client = aioredis.Redis(host=c.host, port=c.port, db=c.db, username=c.username, password=c.password,
+                                         socket_connect_timeout=c.dial_timeout, max_connections=c.pool_size + 1,
+                                         health_check_interval=0)
+            self.sha = None
+
+    def decide(self, key: bytes, rate: float, cap: int, ttl_ms: int, now: Optional[float] = None) -> Optional[asyncio.Future]:
+        """A future of (allowed, remaining, retry_after, reset_after) or FALLBACK; None when down.
+
+        Decisions on one key within a tick share one script call asking for n tokens.
+        """
+        if not self.up:
+            return None
+        self._ensure()
+        fut = self.loop.create_future()
+        group = self.pending.get(key)
+        if group is None:
+            args = (rate, cap, ttl_ms) if now is None else (rate, cap, ttl_ms, repr(now))
+            self.pending[key] = (args, [fut], self.loop.time())
+        else:
+            group[1].append(fut)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if not self.pending:
+            return
+        if self.in_flight >= self.cfg.pool_size:
+            return  # the next finishing batch flushes again
+        batch, self.pending = list(self.pending.items()), {}
+        self.in_flight += 1
+        self.loop.create_task(self._run(batch))
+
+    async def _run(self, batch: list) -> None:
+        budget = self.timeout - (self.loop.time() - min(g[2] for _, g in batch))
+        try:
+            if budget <= 0:
+                raise asyncio.TimeoutError
+            results = await asyncio.wait_for(self._execute(batch), budget)
+        except Exception as exc:  # noqa: BLE001 - any Redis failure means: decide locally
+            self._down(exc)
+            results = []
+        for i, (_, (_, futs, _)) in enumerate(batch):
+            r = results[i] if i < len(results) else None
+            if r is None or isinstance(r, Exception):
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_result(FALLBACK)
+                continue
+            admitted, remaining, wait, reset = int(r[0]), int(r[1]), float(r[2]), float(r[3])
+            for j, fut in enumerate(futs):
+                if not fut.done():
+                    if j < admitted:
+                        # the j-th admitted of this tick sees what the later ones left
+                        fut.set_result((1, remaining + admitted - 1 - j, 0.0, reset))
+                    else:
+                        fut.set_result((0, 0, wait, reset))
+        self.in_flight -= 1
+        if self.pending and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    async def _execute(self, batch: list) -> list:
+        client = self.client
+        if self.sha is None:
+            self.sha = await client.script_load(SCRIPT)
+        async with client.pipeline(transaction=False) as pipe:
+            for key, (args, futs, _) in batch:
+                pipe.execute_command("EVALSHA", self.sha, 1, key, args[0], args[1], args[2], len(futs), *args[3:])
+            results = await pipe.execute(raise_on_error=False)
+        from redis.exceptions import NoScriptError  # its text no longer says NOSCRIPT: match the class
+
+        if any(isinstance(r, NoScriptError) or (isinstance(r, Exception) and "NOSCRIPT" in str(r)) for r in results):
+            self.sha = None  # the server lost its scripts (restart): load again next batch
+        return results
+
+    def _down(self, exc: BaseException) -> None:
+        if not self.up:
+            return
+        self.up = False
+        why = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+        log.warning("redis %r at %s:%d unavailable (%s): limits fall back to local buckets",
+                    self.cfg.name, self.cfg.host, self.cfg.port, why)
+        self._count("fallback")
+        if self._probe_task is None:
+            self._probe_task = self.loop.create_task(self._probe())
+
+    async def _probe(self) -> None:
+        try:
+            while not self.up:
+                await asyncio.sleep(0.5)
+                try:
+                    await asyncio.wait_for(self.client.ping(), max(0.5, self.timeout * 4))
+                except Exception:  # noqa: BLE001
+                    continue
+                self.up = True
+                log.warning("redis %r at %s:%d answers again: limits are shared again",
+                            self.cfg.name, self.cfg.host, self.cfg.port)
+                self._count("redis")
+        finally:
+            self._probe_task = None
+
+    def _count(self, to: str) -> None:
+        if self.metrics is not None:
+            key = (self.cfg.name, to)
+            self.metrics.redis_switches[key] = self.metrics.redis_switches.get(key, 0) + 1
