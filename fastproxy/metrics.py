@@ -5,12 +5,16 @@ request) and rendered only when `/metrics` is scraped. With several workers the 
 sums the workers' snapshots.
 """
 
+from bisect import bisect_left
 from typing import Any
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_LABELS = tuple(str(b) for b in LATENCY_BUCKETS) + ("+Inf",)
 
 
 class Metrics:
     __slots__ = ("requests", "rejections", "upstream_errors", "breaker_transitions", "redis_switches",
-                 "connections_open", "connections_total", "gauges", "upstream_latency")
+                 "connections_open", "connections_total", "gauges", "upstream_latency", "passed")
 
     def __init__(self) -> None:
         self.requests: dict = {}
@@ -21,13 +25,26 @@ class Metrics:
         self.connections_open = 0
         self.connections_total = 0
         self.gauges: dict = {}  # name -> callable returning [(labels, value)]
-        self.upstream_latency: dict = {}  # route -> [count, sum]
+        self.upstream_latency: dict = {}  # route -> [bucket counts..., count, sum]
+        self.passed: dict = {}  # route -> requests that passed every policy of the route
 
     def request(self, x: Any) -> None:
         route = x.route.name if x.route is not None else ""
         key = (route, x.status)
         r = self.requests
         r[key] = r.get(key, 0) + 1
+
+    def upstream(self, route: str, seconds: float) -> None:
+        """Time from dispatch to the backend's response head."""
+        h = self.upstream_latency.get(route)
+        if h is None:
+            h = self.upstream_latency[route] = [0] * (len(LATENCY_BUCKETS) + 2)
+        h[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        h[-1] += seconds
+
+    def policy_passed(self, route: str) -> None:
+        p = self.passed
+        p[route] = p.get(route, 0) + 1
 
     def rejected(self, route: str, reason: str) -> None:
         key = (route, reason)
@@ -53,6 +70,18 @@ class Metrics:
             "fastproxy_connections_open": [((), (), self.connections_open)],
             "fastproxy_connections_total": [((), (), self.connections_total)],
         }
+        out["fastproxy_policy_passes_total"] = [(("route",), (k,), v) for k, v in self.passed.items()]
+        rows = []
+        for route, h in self.upstream_latency.items():
+            cum = 0
+            for le, n in zip(LATENCY_LABELS, h[:-1]):
+                cum += n
+                rows.append((("route", "le"), (route, le), cum))
+        out["fastproxy_upstream_latency_seconds_bucket"] = rows
+        out["fastproxy_upstream_latency_seconds_sum"] = [(("route",), (r,), round(h[-1], 6))
+                                                         for r, h in self.upstream_latency.items()]
+        out["fastproxy_upstream_latency_seconds_count"] = [(("route",), (r,), sum(h[:-1]))
+                                                           for r, h in self.upstream_latency.items()]
         for name, fn in self.gauges.items():
             out[name] = fn()
         return out
@@ -66,6 +95,8 @@ HELP = {
     "fastproxy_breaker_state": ("gauge", "Circuit-breaker state: 0 closed, 1 half-open, 2 open."),
     "fastproxy_redis_switches_total": ("counter", "Switches of a Redis limit between Redis and its local fallback."),
     "fastproxy_connections_open": ("gauge", "Open client connections."),
+    "fastproxy_policy_passes_total": ("counter", "Requests that passed every policy (limits, filters) of a route."),
+    "fastproxy_upstream_latency_seconds": ("histogram", "Backend time to response head, by route."),
     "fastproxy_connections_total": ("counter", "Client connections accepted."),
 }
 
@@ -87,10 +118,17 @@ def render(snapshots: list) -> bytes:
                 else:
                     m[key] = m.get(key, 0) + v
     lines = []
+    done_families: set = set()
     for name in sorted(merged):
-        kind, text = HELP.get(name, ("gauge", name))
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
+        family = name
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and HELP.get(name[: -len(suffix)], ("",))[0] == "histogram":
+                family = name[: -len(suffix)]
+        if family not in done_families:
+            done_families.add(family)
+            kind, text = HELP.get(family, ("gauge", family))
+            lines.append(f"# HELP {family} {text}")
+            lines.append(f"# TYPE {family} {kind}")
         for (labels, values), v in sorted(merged[name].items(), key=lambda kv: str(kv[0])):
             if labels:
                 lab = ",".join(f'{k}="{_esc(val)}"' for k, val in zip(labels, values))

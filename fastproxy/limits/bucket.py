@@ -192,6 +192,13 @@ class BucketTable:
             b = self._insert(key, now)
         return b.take(now)
 
+    def bucket(self, key, now: float) -> TokenBucket:
+        """The key's bucket, inserted full if new (for callers that need several answers)."""
+        b = self._buckets.get(key)
+        if b is None:
+            b = self._insert(key, now)
+        return b
+
     def retry_after(self, key, now: float) -> float:
         b = self._buckets.get(key)
         return 0.0 if b is None else b.retry_after(now)

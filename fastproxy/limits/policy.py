@@ -95,13 +95,7 @@ class Limit:
             self.bucket = old.bucket
 
     def check(self, x: Any, now: float) -> None:
-        b = self.bucket
-        if not b.take(now):
-            x.rl = RateLimitInfo(self.policy, 0, b.retry_after(now))
-            raise Rejection(self.status, self.reason, ((b"Retry-After", retry_after_value(b.retry_after(now))),))
-        rl = x.rl
-        if rl is None or b.remaining(now) < rl.remaining:
-            x.rl = RateLimitInfo(self.policy, b.remaining(now), b.reset_after(now))
+        _decide(self, self.bucket, x, now)
 
 
 class ClientLimit:
@@ -153,14 +147,19 @@ class ClientLimit:
         if key is None:
             raise Rejection(self.status, f"{self.reason}: no client key ({self.strategy})",
                             ((b"Retry-After", b"1"),))
-        t = self.table
-        if not t.take(key, now):
-            x.rl = RateLimitInfo(self.policy, 0, t.retry_after(key, now))
-            raise Rejection(self.status, self.reason, ((b"Retry-After", retry_after_value(t.retry_after(key, now))),))
-        rem = t.remaining(key, now)
-        rl = x.rl
-        if rl is None or rem < rl.remaining:
-            x.rl = RateLimitInfo(self.policy, rem, t.reset_after(key, now))
+        _decide(self, self.table.bucket(key, now), x, now)
+
+
+def _decide(limit: Any, b: TokenBucket, x: Any, now: float) -> None:
+    """Take a token or raise the limit's Rejection; remember the tightest limit for headers."""
+    if not b.take(now):
+        wait = b.retry_after(now)
+        x.rl = RateLimitInfo(limit.policy, 0, wait)
+        raise Rejection(limit.status, limit.reason, ((b"Retry-After", retry_after_value(wait)),))
+    rem = b.remaining(now)
+    rl = x.rl
+    if rl is None or rem < rl.remaining:
+        x.rl = RateLimitInfo(limit.policy, rem, b.reset_after(now))
 
 
 def _every(ctx: Any, raw: Any, path: str) -> float:

@@ -50,18 +50,28 @@ class HttpServerPlugin(msgspec.Struct, frozen=True):
 
 
 class IPFilterCheck:
-    __slots__ = ("order", "filter", "resolver", "reason")
+    """Verdicts are cached per address (bounded: cleared when full), since clients repeat."""
+
+    __slots__ = ("order", "filter", "resolver", "reason", "verdicts")
+    CACHE = 10_000
 
     def __init__(self, order: int, flt: IPFilter, resolver: Optional[ClientIPResolver], reason: str) -> None:
         self.order = order
         self.filter = flt
         self.resolver = resolver
         self.reason = reason
+        self.verdicts: dict = {}
 
     def check(self, x: Any, now: float) -> None:
         r = self.resolver
         ip = x.client_ip if r is None else r.resolve(x.conn.peer, x.headers)
-        if not self.filter.permits(ip):
+        ok = self.verdicts.get(ip)
+        if ok is None:
+            ok = self.filter.permits(ip)
+            if len(self.verdicts) >= self.CACHE:
+                self.verdicts.clear()
+            self.verdicts[ip] = ok
+        if not ok:
             raise Rejection(403, self.reason)
 
 

@@ -28,7 +28,7 @@ import httptools
 from fastproxy.config.compile import QUERY_ALL, QUERY_LIST
 from fastproxy.http.request import (HTTPError, check_authority, check_transfer_encoding, filter_query,
                                     parse_content_length, split_target)
-from fastproxy.http.response import ERROR_BODIES, REASONS, simple_response
+from fastproxy.http.response import ERROR_BODIES, STATUS_LINE_11, simple_response, status_line
 from fastproxy.limits.headers import retry_after_value
 from fastproxy.policies import Rejection
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
@@ -93,14 +93,15 @@ class Exchange:
         self.started = 0.0
 
     # -- called by the backend connection ---------------------------------------------------
-    def up_head(self, up: Any, status: int, reason: bytes, headers: list, length: int) -> None:
+    def up_head(self, up: Any, status: int, parts: list, length: int) -> None:
+        """`parts`: the backend's end-to-end header lines, to which framing is added here."""
         conn = self.conn
         self.phase = STREAMING
         self.status = status
+        w = conn.w
+        w.metrics.upstream(self.route.name, w.clock() - self.started)
         close = not self.keep_alive or conn.w.draining
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Unknown"))]
-        for name, value, _ in headers:
-            parts.append(name + b": " + value + b"\r\n")
+        parts.insert(0, STATUS_LINE_11.get(status) or status_line(status))
         if self.rl is not None and conn.w.snap.protocol.ratelimit_headers:
             parts.append(self.rl.headers())
         if length == -2 or self.method == b"HEAD" and length != -1:
@@ -181,7 +182,7 @@ class Exchange:
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("w", "transport", "parser", "peer", "cur", "queue", "deadline", "dl_kind", "closing",
+    __slots__ = ("w", "transport", "parser", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind", "closing",
                  "paused", "head_fed", "url_len", "head_size", "nheaders", "buffered", "writing_paused",
                  "broken", "requests", "held", "dispatching")
 
@@ -190,6 +191,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: Any = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
+        self.peer_b = b""
         self.cur: Optional[Exchange] = None  # being parsed
         self.queue: list = []  # queue[0] is active
         self.deadline = 0.0
@@ -219,6 +221,7 @@ class ClientConnection(asyncio.Protocol):
             if ip.startswith("::ffff:") and "." in ip:
                 ip = ip[7:]
             self.peer = ip
+            self.peer_b = ip.encode()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -519,6 +522,7 @@ class ClientConnection(asyncio.Protocol):
         except Rejection as rej:
             self.reject(x, rej)
             return
+        self.w.metrics.policy_passed(x.route.name)
         self.send_upstream(x, None)
 
     def checked(self, x: Exchange, check: Any, fut: Any, i: int) -> None:
@@ -629,7 +633,7 @@ class ClientConnection(asyncio.Protocol):
         method = route.upstream_method or x.method
         t = x.target
         resolver = self.w.snap.client_ip
-        xff = resolver.forwarded_for(self.peer, x.headers) if resolver is not None else self.peer.encode()
+        xff = resolver.forwarded_for(self.peer, x.headers) if resolver is not None else self.peer_b
         parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", t.host_header, b"\r\nX-Forwarded-For: ", xff]
         if x.host is not None:
             parts.append(b"\r\nX-Forwarded-Host: ")

@@ -23,11 +23,14 @@ from fastproxy.upstream.dns import DNSError
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
                         b"upgrade", b"trailer", b"content-length", b"proxy-authenticate"))
 
+# Connection tokens that name no end-to-end header: nothing to filter for them.
+_NOT_LISTED = HOP_BY_HOP | {b"close"}
+
 IDLE, BUSY, CLOSED = 0, 1, 2
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "parser", "x", "state", "released_at", "headers", "reason",
+    __slots__ = ("pool", "transport", "parser", "x", "state", "released_at", "headers",
                  "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest", "reused",
                  "feeding", "release_pending")
 
@@ -39,7 +42,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.state = BUSY
         self.released_at = 0.0
         self.headers: list = []
-        self.reason = b""
         self.head_request = False
         self.reusable = True
         self.paused = False
@@ -119,14 +121,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.x is not None:
             self.x.up_resume()
 
-    # -- httptools callbacks ----------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.headers = []
-        self.reason = b""
-
-    def on_status(self, status: bytes) -> None:
-        self.reason += status
-
+    # -- httptools callbacks (no on_status: the status line is regenerated with the standard
+    # reason phrase, which RFC 9112 §4 says clients ignore; one callback less per response) ----
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
@@ -136,12 +132,15 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200:
             if status == 101:
                 raise ValueError("upgrade not supported")
+            self.headers = []
             return  # 100/102/103: interim, never relayed (we answer 100-continue ourselves)
         chunked = False
         length = -1
         conn_tokens: Optional[set] = None
-        kept = []
-        for name, value in self.headers:
+        kept = []  # header lines for the client, ready to join
+        headers = self.headers
+        self.headers = []
+        for name, value in headers:
             lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == b"content-length":
@@ -152,9 +151,11 @@ class UpstreamConnection(asyncio.Protocol):
                     tokens = {t.strip().lower() for t in value.split(b",")}
                     conn_tokens = tokens if conn_tokens is None else conn_tokens | tokens
                 continue
-            kept.append((name, value, lname))
+            kept.append(name + b": " + value + b"\r\n")
         if conn_tokens:
-            kept = [h for h in kept if h[2] not in conn_tokens]
+            conn_tokens -= _NOT_LISTED
+        if conn_tokens:  # headers the backend named in Connection are hop-by-hop too
+            kept = [line for line in kept if line.split(b":", 1)[0].lower() not in conn_tokens]
         no_body = self.head_request or status == 204 or status == 304
         if no_body:
             self.framed = True
@@ -170,7 +171,7 @@ class UpstreamConnection(asyncio.Protocol):
             length = length if self.head_request and length >= 0 and status not in (204, 304) else -2
         elif chunked:
             length = -1
-        self.x.up_head(self, status, self.reason, kept, length)
+        self.x.up_head(self, status, kept, length)
         if no_body and self.x is not None:
             x = self.x
             self.x = None
