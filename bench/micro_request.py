@@ -1,0 +1,86 @@
+"""Python cost of one proxied request, without sockets: the client protocol parses a request,
+runs its phases and writes the backend request into a fake transport; the backend protocol
+parses a canned response and the client gets it. What is left out is exactly what any Python
+proxy of this design pays (event loop, syscalls), so this number is fastproxy's own overhead.
+
+    python bench/micro_request.py [CONFIG] [N]
+"""
+
+import asyncio
+import sys
+import time
+
+import uvloop
+
+from fastproxy.config.compile import load
+from fastproxy.server.connection import ClientConnection
+from fastproxy.server.worker import Worker
+from fastproxy.upstream.connection import IDLE, UpstreamConnection
+
+REQUEST = (b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:19083\r\n"
+           b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) fastproxy-bench/1.0\r\n\r\n")
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 22 Nov 2026 16:00:00 GMT\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 14\r\nConnection: keep-alive\r\n\r\nHello, World!\n")
+
+
+class FakeSocket:
+    family = 0
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += 1
+
+    def writelines(self, data: list) -> None:
+        self.written += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else FakeSocket()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        raise AssertionError("closed")
+
+
+def main() -> None:
+    path = sys.argv[1] if len(sys.argv) > 1 else "bench/configs/fastproxy-micro.json"
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    snap = load(path)
+    w = Worker(snap, loop)
+    route = snap.route_list[0]
+    pool = w.pool(route.targets[0])
+    up = UpstreamConnection(pool)
+    up.connection_made(FakeTransport())
+    up.state = IDLE
+    up.released_at = loop.time()
+    pool.put(up)
+    client = ClientConnection(w)
+    client_t = FakeTransport()
+    client.connection_made(client_t)
+    for _ in range(1000):  # warm up
+        client.data_received(REQUEST)
+        up.data_received(RESPONSE)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        client.data_received(REQUEST)
+        up.data_received(RESPONSE)
+    dt = time.perf_counter() - t0
+    assert client_t.written >= n, "the client got no answers"
+    print(f"{path}: {dt / n * 1e6:.2f} us of Python per proxied request ({n} requests)")
+
+
+if __name__ == "__main__":
+    main()
