@@ -220,7 +220,8 @@ class Proxy:
         self.port = int(line.split("http://")[1].split(" ")[0].rsplit(":", 1)[1])
 
     def stderr(self) -> str:
-        self._err.flush()
+        if not self._err.closed:
+            self._err.flush()
         with open(self.stderr_path, "rb") as f:
             return f.read().decode(errors="replace")
 

@@ -173,12 +173,13 @@ def _capacity(ctx: Any, capacity: int, max_rate: float, every: float, path: str)
     return capacity or default_capacity(max_rate, every)
 
 
-def _warn_ignored(ctx: Any, raw: Any, path: str) -> None:
+def warn_ignored(ctx: Any, raw: Any, path: str, typ: type = RouterLimitBlock) -> None:
+    """Warn about each field of a block that `typ` does not read."""
     if isinstance(raw, dict):
         for k in raw:
             if k in KNOWN_IGNORED:
                 ctx.problems.warn(f"{path}.{k}", "recognised KrakenD field, not needed by fastproxy: ignored")
-            elif k not in RouterLimitBlock.__struct_fields__:
+            elif k not in typ.__struct_fields__:
                 ctx.problems.warn(f"{path}.{k}", "unknown field: ignored")
 
 
@@ -264,14 +265,14 @@ def _register(ctx: Any, key: str, obj: Any) -> Any:
 def _service(raw: Any, path: str, ctx: Any, route: Any) -> list:
     # compiled once per configuration; the same objects go into every route's chain
     block = ctx.problems.convert(raw, RouterLimitBlock, path)
-    _warn_ignored(ctx, raw, path)
+    warn_ignored(ctx, raw, path)
     return [] if block is None else compile_router_block(block, path, ctx, "service", None, "service")
 
 
 @policies.register("endpoint", "qos/ratelimit/router")
 def _router(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.convert(raw, RouterLimitBlock, path)
-    _warn_ignored(ctx, raw, path)
+    warn_ignored(ctx, raw, path)
     if block is None:
         return []
     return compile_router_block(block, path, ctx, "endpoint", route, f"router:{route.method}:{route.name}")

@@ -131,12 +131,17 @@ class RedisStore:
     def _ensure(self) -> None:
         if self.client is None:
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
 
             c = self.cfg
             self.loop = asyncio.get_running_loop()
             self.client = aioredis.Redis(host=c.host, port=c.port, db=c.db, username=c.username, password=c.password,
                                          socket_connect_timeout=c.dial_timeout, max_connections=c.pool_size + 1,
-                                         health_check_interval=0)
+                                         health_check_interval=0,
+                                         # no client-side retries or backoff: a failure must reach
+                                         # the fallback at once, not after the budget ran out
+                                         retry=Retry(NoBackoff(), 0))
             self.sha = None
 
     def decide(self, key: bytes, rate: float, cap: int, ttl_ms: int, now: Optional[float] = None) -> Optional[asyncio.Future]:

@@ -272,3 +272,18 @@ def test_every_tier_error_is_listed_at_once():
     paths = {p.split(": ", 1)[0] for p in problems}
     assert {f"{EP0}.tiers[0].tier_value", f"{EP0}.tiers[1].tier_value_as", f"{EP0}.tiers[2]",
             f"{EP0}.tiers[3].ratelimit_redis.connection_name"} <= paths, problems
+
+
+def test_tiers_after_a_catch_all_and_unknown_fields_are_warned_about():
+    block = {"tier_key": "X-Tier", "typo": 1, "tiers": [
+        tier("gold", rate_limit_typo=1),
+        tier("", "*"),
+        tier("silver"),
+    ]}
+    block["tiers"][0]["ratelimit"]["max_rte"] = 3
+    warnings = compile_config(cfg(block)).warnings
+    ep = '$.endpoints[0].extra_config["qos/ratelimit/tiered"]'
+    assert f"{ep}.typo: unknown field: ignored" in warnings
+    assert f"{ep}.tiers[0].rate_limit_typo: unknown field: ignored" in warnings
+    assert f"{ep}.tiers[0].ratelimit.max_rte: unknown field: ignored" in warnings
+    assert f"{ep}.tiers[2]: never reached: a '*' tier before it matches every request" in warnings
