@@ -585,6 +585,7 @@ class ClientConnection(asyncio.Protocol):
                     break
             if target is None:
                 retry = min(breakers.for_target(t).retry_after(now) for t in targets)
+                w.metrics.rejected(route.name, "circuit open")
                 self.respond(x, 503, "circuit open", extra=((b"Retry-After", retry_after_value(retry)),))
                 return
         x.target = target
@@ -697,6 +698,8 @@ class ClientConnection(asyncio.Protocol):
     # -- endings ----------------------------------------------------------------------------
     def upstream_failed(self, x: Exchange, kind: str, detail: str = "") -> None:
         w = self.w
+        if x.target is not None:
+            w.metrics.upstream_error(x.target.key, kind)
         if x.breaker is not None:
             if kind == "stale":  # the pool's fault, not the host's
                 x.breaker.cancel(x.ticket, w.clock())
