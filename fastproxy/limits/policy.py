@@ -71,7 +71,7 @@ class Limit:
     """One bucket for everybody (endpoint, service or backend `max_rate`)."""
 
     __slots__ = ("order", "name", "max_rate", "every", "capacity", "status", "reason", "bucket", "policy",
-                 "headers_on", "fingerprint")
+                 "fingerprint")
 
     def __init__(self, order: int, name: str, max_rate: float, every: float, capacity: int, status: int,
                  reason: str, fingerprint: bytes) -> None:
@@ -98,28 +98,19 @@ class Limit:
         _decide(self, self.bucket, x, now)
 
 
-class ClientLimit:
+class ClientLimit(Limit):
     """One bucket per client (strategy ip, header or param), bounded table per worker."""
 
-    __slots__ = ("order", "name", "max_rate", "every", "capacity", "status", "reason", "table", "policy",
-                 "strategy", "key", "lkey", "max_clients", "fingerprint")
+    __slots__ = ("table", "strategy", "key", "lkey", "max_clients")
 
     def __init__(self, order: int, name: str, max_rate: float, every: float, capacity: int, status: int,
                  reason: str, strategy: str, key: str, max_clients: int, fingerprint: bytes) -> None:
-        self.order = order
-        self.name = name
-        self.max_rate = max_rate
-        self.every = every
-        self.capacity = capacity
-        self.status = status
-        self.reason = reason
+        super().__init__(order, name, max_rate, every, capacity, status, reason, fingerprint)
         self.strategy = strategy
         self.key = key
         self.lkey = key.lower().encode()
         self.max_clients = max_clients
         self.table: Optional[BucketTable] = None
-        self.policy = policy_item(name, max_rate, every)
-        self.fingerprint = fingerprint
 
     def start(self, now: float, workers: int, metrics: Any = None) -> None:
         if self.table is None:

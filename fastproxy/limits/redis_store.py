@@ -233,9 +233,13 @@ class RedisStore:
             while not self.up:
                 await asyncio.sleep(0.5)
                 try:
+                    # connections opened before the failure are dead (no client-side retries
+                    # would hide it): drop them all, then probe on a fresh one
+                    await self.client.connection_pool.disconnect()
                     await asyncio.wait_for(self.client.ping(), max(0.5, self.timeout * 4))
                 except Exception:  # noqa: BLE001
                     continue
+                self.sha = None  # a restarted server has no scripts: load it again
                 self.up = True
                 log.warning("redis %r at %s:%d answers again: limits are shared again",
                             self.cfg.name, self.cfg.host, self.cfg.port)

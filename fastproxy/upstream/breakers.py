@@ -27,12 +27,17 @@ class BreakerBlock(msgspec.Struct, frozen=True):
     log_status_change: bool = False
 
 
-class LegacyBreakerBlock(msgspec.Struct, frozen=True):
+class LegacyBreakerBlock(msgspec.Struct, frozen=True,
+                         rename={"max_errors": "maxErrors", "log_status_change": "logStatusChange"}):
+    """KrakenD 1.x `github.com/devopsfaith/krakend-circuitbreaker/gobreaker`: camelCase in the
+    file, the same attribute names as BreakerBlock in Python (msgspec renames only a class's own
+    fields, so they are declared again)."""
+
     interval: int = 0
     timeout: int = 0
-    maxErrors: int = 0
+    max_errors: int = 0
     name: str = ""
-    logStatusChange: bool = False
+    log_status_change: bool = False
 
 
 class HttpBlock(msgspec.Struct, frozen=True):
@@ -110,20 +115,18 @@ def _compile(ctx: Any, path: str, route: Any, interval: int, timeout: int, max_e
     return []
 
 
-@policies.register("backend", "qos/circuit-breaker")
-def _breaker(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    b = ctx.problems.convert(raw, BreakerBlock, path)
-    if b is None:
-        return []
-    return _compile(ctx, path, route, b.interval, b.timeout, b.max_errors, b.name, b.log_status_change)
+def _handler(block_type: type) -> Any:
+    def handler(raw: Any, path: str, ctx: Any, route: Any) -> list:
+        b = ctx.problems.convert(raw, block_type, path)
+        if b is None:
+            return []
+        return _compile(ctx, path, route, b.interval, b.timeout, b.max_errors, b.name, b.log_status_change)
+
+    return handler
 
 
-@policies.register("backend", "github.com/devopsfaith/krakend-circuitbreaker/gobreaker")
-def _legacy(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    b = ctx.problems.convert(raw, LegacyBreakerBlock, path)
-    if b is None:
-        return []
-    return _compile(ctx, path, route, b.interval, b.timeout, b.maxErrors, b.name, b.logStatusChange)
+policies.register("backend", "qos/circuit-breaker")(_handler(BreakerBlock))
+policies.register("backend", "github.com/devopsfaith/krakend-circuitbreaker/gobreaker")(_handler(LegacyBreakerBlock))
 
 
 @policies.register("backend", "qos/circuit-breaker/http")

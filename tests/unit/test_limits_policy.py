@@ -103,7 +103,7 @@ def header(rej: Rejection, name: bytes) -> bytes:
 
 
 def of(route, cls, name: str = None):
-    found = [c for c in route.checks + route.backend_checks if isinstance(c, cls) and (name is None or c.name == name)]
+    found = [c for c in route.checks + route.backend_checks if type(c) is cls and (name is None or c.name == name)]
     assert len(found) == 1, found
     return found[0]
 
@@ -672,4 +672,4 @@ def test_example_config_compiles_with_every_rate_limit_namespace():
     checks = [c for r in snap.route_list for c in r.checks + r.backend_checks]
     assert {c.name for c in checks} == {"service", "service-client", "endpoint", "client", "backend"}
     assert {c.strategy for c in checks if isinstance(c, ClientLimit)} == {"ip", "header", "param"}
-    assert any(c.status == 429 and isinstance(c, Limit) for c in checks)  # a status_code override
+    assert any(c.status == 429 and type(c) is Limit for c in checks)  # a status_code override
