@@ -44,6 +44,7 @@ class CompileContext:
         self.router = router
         self.state: dict = {}  # stable id -> stateful object (buckets, breakers), carried on reload
         self.client_ip: Any = None
+        self.current_path = ""  # the namespace being compiled, for errors found across handlers
 
 
 Handler = Callable[[Any, str, CompileContext, Any], list]
@@ -100,6 +101,7 @@ def compile_level(level: str, extra: dict, path: str, ctx: CompileContext, route
         handler = HANDLERS[level].get(name)
         npath = f'{path}["{ns}"]'
         if handler is not None:
+            ctx.current_path = npath
             out.extend(handler(block, npath, ctx, route))
         elif ns in HANDLED_ELSEWHERE[level]:
             continue

@@ -275,6 +275,15 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         problems.error("$.version", f"expected 3 (KrakenD v2 format), found {root.version}")
     if not 0 <= root.port <= 65535:
         problems.error("$.port", f"expected a TCP port 0-65535, found {root.port}")
+    if root.listen_ip and not _is_ip(root.listen_ip):
+        problems.error("$.listen_ip", f"expected an IPv4 or IPv6 address, found {root.listen_ip!r}")
+    if root.max_idle_connections_per_host < 0:
+        problems.error("$.max_idle_connections_per_host",
+                       f"expected an integer >= 0, found {root.max_idle_connections_per_host}")
+    if root.response_header_timeout is not None:
+        problems.duration(root.response_header_timeout, "$.response_header_timeout", 0.0)
+        problems.warn("$.response_header_timeout",
+                      "not used by fastproxy: the endpoint timeout bounds the wait for the response head")
     for key in raw:
         if key == "$schema" or (key == "output_encoding" and raw[key] == "no-op"):
             continue  # no-op: what fastproxy does anyway
@@ -293,6 +302,13 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
                  "max_connections"):
         problems.positive_int(getattr(settings, name), f"{sp}.{name}")
     problems.positive_int(settings.workers, f"{sp}.workers")
+    if settings.max_idle_per_host is not None and settings.max_idle_per_host < 0:
+        problems.error(f"{sp}.max_idle_per_host", f"expected an integer >= 0, found {settings.max_idle_per_host}")
+    if not 0 <= settings.admin.port <= 65535:
+        problems.error(f"{sp}.admin.port", f"expected a TCP port 0-65535 (0 disables), found {settings.admin.port}")
+    if not _is_ip(settings.admin.listen_ip):
+        problems.error(f"{sp}.admin.listen_ip", f"expected an IPv4 or IPv6 address, found {settings.admin.listen_ip!r}")
+    problems.duration(settings.redis_timeout, f"{sp}.redis_timeout", 0.05, True)
     proto = Protocol(
         max_request_line=settings.max_request_line,
         max_header_size=settings.max_header_size,
@@ -421,6 +437,16 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         warnings=problems.warnings,
         state=ctx.state,
     )
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _pick(problems: Problems, own: Optional[str], own_path: str, krakend: Optional[str], k_path: str,

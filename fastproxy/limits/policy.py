@@ -204,6 +204,9 @@ def compile_router_block(block: RouterLimitBlock, path: str, ctx: Any, scope: st
                       block.status_code or 503, f"{scope} rate limit",
                       _fp(shared_key, "all", block.max_rate, every, cap))
         out.append(_register(ctx, f"{shared_key}:all", limit))
+    if block.strategy is not None and block.strategy.lower() not in STRATEGIES:
+        p.error(f"{path}.strategy", f"expected one of ip, header, param, found {block.strategy!r}")
+        return out
     if block.client_max_rate > 0:
         strategy = block.strategy
         if strategy is None:
@@ -248,6 +251,9 @@ def _params_of(route: Any) -> set:
 
 
 def _register(ctx: Any, key: str, obj: Any) -> Any:
+    if key in ctx.state:
+        ctx.problems.error(ctx.current_path, "the same limit is configured twice here (a namespace and its "
+                                             "legacy alias?): keep one")
     ctx.state[key] = obj
     return obj
 
@@ -298,6 +304,7 @@ def _proxy_limit(max_rate: float, capacity: int, every_raw: Any, path: str, ctx:
 @policies.register("backend", "qos/ratelimit/proxy")
 def _proxy(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.convert(raw, ProxyLimitBlock, path)
+    warn_ignored(ctx, raw, path, ProxyLimitBlock)
     return [] if block is None else _proxy_limit(block.max_rate, block.capacity, block.every, path, ctx, route)
 
 

@@ -175,33 +175,37 @@ class RedisStore:
         self.loop.create_task(self._run(batch))
 
     async def _run(self, batch: list) -> None:
-        budget = self.timeout - (self.loop.time() - min(g[2] for _, g in batch))
         try:
-            if budget <= 0:
-                raise asyncio.TimeoutError
-            results = await asyncio.wait_for(self._execute(batch), budget)
-        except Exception as exc:  # noqa: BLE001 - any Redis failure means: decide locally
-            self._down(exc)
-            results = []
-        for i, (_, (_, futs, _)) in enumerate(batch):
-            r = results[i] if i < len(results) else None
-            if r is None or isinstance(r, Exception):
+            budget = self.timeout - (self.loop.time() - min(g[2] for _, g in batch))
+            try:
+                if budget <= 0:
+                    raise asyncio.TimeoutError
+                results = await asyncio.wait_for(self._execute(batch), budget)
+            except Exception as exc:  # noqa: BLE001 - any Redis failure means: decide locally
+                self._down(exc)
+                results = []
+            for i, (_, (_, futs, _)) in enumerate(batch):
+                r = results[i] if i < len(results) else None
+                if r is None or isinstance(r, Exception):
+                    continue  # FALLBACK, below
+                admitted, remaining, wait, reset = int(r[0]), int(r[1]), float(r[2]), float(r[3])
+                for j, fut in enumerate(futs):
+                    if not fut.done():
+                        if j < admitted:
+                            # the j-th admitted of this tick sees what the later ones left
+                            fut.set_result((1, remaining + admitted - 1 - j, 0.0, reset))
+                        else:
+                            fut.set_result((0, 0, wait, reset))
+        finally:
+            # every decision is answered, whatever happened above
+            for _, (_, futs, _) in batch:
                 for fut in futs:
                     if not fut.done():
                         fut.set_result(FALLBACK)
-                continue
-            admitted, remaining, wait, reset = int(r[0]), int(r[1]), float(r[2]), float(r[3])
-            for j, fut in enumerate(futs):
-                if not fut.done():
-                    if j < admitted:
-                        # the j-th admitted of this tick sees what the later ones left
-                        fut.set_result((1, remaining + admitted - 1 - j, 0.0, reset))
-                    else:
-                        fut.set_result((0, 0, wait, reset))
-        self.in_flight -= 1
-        if self.pending and not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.in_flight -= 1
+            if self.pending and not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.loop.call_soon(self._flush)
 
     async def _execute(self, batch: list) -> list:
         client = self.client

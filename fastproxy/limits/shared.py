@@ -54,7 +54,8 @@ class StoreHandle:
         self.cfg = cfg
         self.timeout = timeout
         self.store: Optional[RedisStore] = None
-        self.fingerprint = msgspec.json.encode([cfg.name, cfg.host, cfg.port, cfg.db, cfg.pool_size, timeout])
+        self.fingerprint = msgspec.json.encode([cfg.name, cfg.host, cfg.port, cfg.db, cfg.pool_size, cfg.dial_timeout,
+                                                cfg.username, cfg.password, timeout])
 
     def start(self, now: float, workers: int, metrics: Any = None) -> None:
         if self.store is None:

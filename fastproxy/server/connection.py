@@ -46,7 +46,7 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"user-agent"))
 
 # Exchange phases
-QUEUED, WAITING, STREAMING, DONE = 0, 1, 2, 3
+QUEUED, WAITING, STREAMING, DONE, CHECKING = 0, 1, 2, 3, 4
 # Connection deadline kinds
 DL_IDLE, DL_HEAD, DL_UPSTREAM, DL_NONE = 0, 1, 2, 3
 
@@ -109,7 +109,9 @@ class Exchange:
         self.status = status
         w = conn.w
         w.metrics.upstream(self.route.name, w.clock() - self.started)
-        close = not self.keep_alive or conn.w.draining
+        # a backend answering before the whole request body arrived: the rest of the body has
+        # nowhere to go, so the connection closes after this answer
+        close = not self.keep_alive or conn.w.draining or not self.body_done
         parts.insert(0, STATUS_LINE_11.get(status) or status_line(status))
         if self.rl is not None and conn.w.snap.protocol.ratelimit_headers:
             parts.append(self.rl.headers())
@@ -160,6 +162,7 @@ class Exchange:
 
     def up_end(self, up: Any, framed: bool) -> None:
         conn = self.conn
+        conn.resume_reading(2)  # this backend no longer holds the client's body back
         if self.resp_mode == 1:
             if self.out is None:
                 self.out = []
@@ -179,6 +182,7 @@ class Exchange:
     def up_error(self, up: Any, kind: str) -> None:
         """The backend failed (reset, malformed, timeout)."""
         self.up = None
+        self.conn.resume_reading(2)
         if kind == "reset" and up.reused and not up.resp_started:
             kind = "stale"
         self.conn.upstream_failed(self, kind)
@@ -336,7 +340,10 @@ class ClientConnection(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
+        # The client does not take what we send: stop reading its next requests (their answers
+        # would pile up) and stop reading the backend; a backend attached later starts paused.
         self.writing_paused = True
+        self.pause_reading(16)
         for x in self.queue[:1]:
             if x.up is not None and x.up.transport is not None:
                 x.up.paused = True
@@ -349,6 +356,7 @@ class ClientConnection(asyncio.Protocol):
             if up is not None and up.paused:
                 up.paused = False
                 up.transport.resume_reading()
+        self.resume_reading(16)
 
     def pause_reading(self, bit: int) -> None:
         if not self.paused and not self.closing:
@@ -453,7 +461,12 @@ class ClientConnection(asyncio.Protocol):
         x = self.cur
         x.body_size += len(body)
         if x.body_size > self.w.snap.protocol.max_body_size:
-            if x.phase == QUEUED or not x.head_sent and x.phase != DONE:
+            if x.phase == DONE:  # answered already: one answer per request, so just close
+                self.broken = True
+                self.closing = True
+                self.transport.close()
+                return
+            if not x.head_sent:
                 raise HTTPError(413, "request body too large")
             raise HTTPError(400, "request body too large")
         if x.phase == DONE:
@@ -510,6 +523,7 @@ class ClientConnection(asyncio.Protocol):
         resolver = snap.client_ip
         x.client_ip = resolver.resolve(self.peer, x.headers) if resolver is not None else self.peer
         if route.checks:
+            x.phase = CHECKING
             self.run_checks(x, 0)
         else:
             self.send_upstream(x, None)
@@ -527,6 +541,8 @@ class ClientConnection(asyncio.Protocol):
                 pending = check.check(x, now)
                 if pending is not None:
                     pending.add_done_callback(lambda f, c=check, i=i: self.checked(x, c, f, i))
+                    self.deadline = now + x.route.timeout  # a safety net: decisions are bounded
+                    self.dl_kind = DL_UPSTREAM
                     return
         except Rejection as rej:
             self.reject(x, rej)
@@ -535,12 +551,16 @@ class ClientConnection(asyncio.Protocol):
         self.send_upstream(x, None)
 
     def checked(self, x: Exchange, check: Any, fut: Any, i: int) -> None:
-        if self.closing or x.phase == DONE:
+        if self.closing or x.phase != CHECKING:
             return
         try:
             check.complete(x, fut.result(), self.w.clock())
         except Rejection as rej:
             self.reject(x, rej)
+            return
+        except Exception:  # a bug must cost one request, not hang the connection
+            self.w.log.exception("internal error in a policy of %s", x.route.name)
+            self.respond(x, 500, "internal error", close=True)
             return
         self.run_checks(x, i)
 
@@ -640,7 +660,8 @@ class ClientConnection(asyncio.Protocol):
             q = x.query if qm == QUERY_ALL else filter_query(x.query, route.query_names)
             if q:
                 target = target + (b"&" if b"?" in target else b"?") + q
-        method = route.upstream_method or x.method
+        # a client's HEAD stays HEAD (the backend's `method` applies to the other requests)
+        method = x.method if x.method == b"HEAD" else (route.upstream_method or x.method)
         t = x.target
         resolver = self.w.snap.client_ip
         xff = resolver.forwarded_for(self.peer, x.headers) if resolver is not None else self.peer_b
@@ -689,11 +710,15 @@ class ClientConnection(asyncio.Protocol):
             x.body_sent = True
         elif x.expect and not buf:
             self.transport.write(CONTINUE_100)
+        is_head = method == b"HEAD"
         if self.held is None:
-            up.start(x, b"".join(parts), x.method == b"HEAD")
+            up.start(x, b"".join(parts), is_head)
         else:
-            up.start(x, b"", x.method == b"HEAD")
+            up.start(x, b"", is_head)
             self.held.append((x, up, b"".join(parts)))
+        if self.writing_paused:  # the client is not reading: do not read its answer yet
+            up.paused = True
+            up.transport.pause_reading()
 
     # -- endings ----------------------------------------------------------------------------
     def upstream_failed(self, x: Exchange, kind: str, detail: str = "") -> None:
@@ -713,7 +738,7 @@ class ClientConnection(asyncio.Protocol):
                 w.log.warning("backend %s: %s; retrying on another host", x.target.key, detail or kind)
                 self.send_upstream(x, x.target)
                 return
-            if kind == "stale" and x.method in IDEMPOTENT:
+            if kind == "stale" and x.method in IDEMPOTENT and x.cl <= 0 and not x.chunked:
                 # a pooled connection the backend had closed: one retry on a fresh connection
                 x.retried = True
                 self.send_upstream(x, None, fresh=True)
@@ -747,6 +772,12 @@ class ClientConnection(asyncio.Protocol):
     def finish(self, x: Exchange) -> None:
         w = self.w
         x.phase = DONE
+        buf = x.body_buf
+        if buf is not None:  # answered before its buffered body went anywhere: drop it
+            x.body_buf = None
+            self.buffered -= sum(len(b) for b in buf)
+            if self.buffered <= PIPELINE_BUFFER:
+                self.resume_reading(1)
         w.metrics.request(x)
         if w.access_log is not None:
             w.access_log(self, x)
@@ -833,10 +864,26 @@ class ClientConnection(asyncio.Protocol):
             self.refuse(HTTPError(408, "request head not received in time"))
         elif kind == DL_UPSTREAM and self.queue:
             x = self.queue[0]
-            up = x.up
-            if up is not None:
-                x.up = None
-                up.abort()
-            if x.phase == WAITING or x.phase == STREAMING:
-                self.upstream_failed(x, "timeout", f"no answer within {x.route.timeout:g}s")
+            if x.phase == CHECKING:
+                self.respond(x, 503, "policy decision timed out", close=True)
+            elif x.phase == STREAMING and self.writing_paused:
+                # the client stopped reading, not the backend's fault: neither a success nor
+                # a failure of the host (SPEC §3.8)
+                if x.breaker is not None:
+                    x.breaker.cancel(x.ticket, now)
+                    x.breaker = None
+                up = x.up
+                if up is not None:
+                    x.up = None
+                    up.abort()
+                x.phase = DONE
+                self.closing = True
+                self.transport.abort()
+            else:
+                up = x.up
+                if up is not None:
+                    x.up = None
+                    up.abort()
+                if x.phase == WAITING or x.phase == STREAMING:
+                    self.upstream_failed(x, "timeout", f"no answer within {x.route.timeout:g}s")
         self.dl_kind = DL_NONE if self.dl_kind == kind else self.dl_kind

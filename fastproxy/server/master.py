@@ -50,6 +50,7 @@ class Master:
         self.config_path = config_path
         self.children: dict[int, int] = {}  # pid -> worker index
         self.stopping = False
+        self._respawn: list = []  # indexes of workers to replace
         self.metrics_dir = tempfile.mkdtemp(prefix="fastproxy-")
 
     def run(self) -> int:
@@ -123,10 +124,7 @@ class Master:
                 log.warning("worker %d (pid %d) exited with status %d: replacing it", index, pid, status)
                 self._respawn.append(index)
 
-    _respawn: list = []
-
     def loop(self, wfd: int) -> int:
-        self._respawn = []
         while True:
             info = signal.sigtimedwait(list(SIGNALS), 1.0)
             self.reap()
@@ -146,11 +144,15 @@ class Master:
 
     def reload(self) -> None:
         try:
-            load(self.config_path)
+            snap = load(self.config_path)
         except ConfigError as exc:
             log.error("reload of %s refused, keeping the running configuration:\n  %s", self.config_path,
                       "\n  ".join(exc.problems))
             return
+        # a worker forked from now on (a replacement) starts with this configuration; the
+        # listener and the worker count stay those of the running process
+        snap.port, snap.listen_ip, snap.workers = self.snap.port, self.snap.listen_ip, self.snap.workers
+        self.snap = snap
         for pid in self.children:
             os.kill(pid, signal.SIGHUP)
 

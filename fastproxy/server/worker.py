@@ -206,6 +206,10 @@ class Worker:
         snap.port, snap.listen_ip, snap.workers = old.port, old.listen_ip, old.workers
         self.bind_state(snap)
         self.snap = snap
+        p = snap.protocol
+        for pool in self.pools.values():  # pools outlive a reload; their knobs follow it
+            pool.max_idle, pool.idle_timeout, pool.connect_timeout = (p.max_idle_per_host, p.upstream_idle_timeout,
+                                                                       p.connect_timeout)
         self.access_log = self._access_log if snap.protocol.access_log else None
         log.info("configuration reloaded from %s (%d routes)", self.config_path, len(snap.route_list))
         return True

@@ -107,8 +107,8 @@ class UpstreamConnection(asyncio.Protocol):
         if x is None or prev == CLOSED:
             return
         self.x = None
-        if self.resp_started and not self.framed:
-            # close-delimited body: the close is its end
+        if self.resp_started and not self.framed and exc is None:
+            # close-delimited body: an orderly close is its end (a reset is not)
             x.up_end(self, False)
         else:
             x.up_error(self, "reset")
