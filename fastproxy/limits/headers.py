@@ -14,25 +14,24 @@ def retry_after_value(seconds: float) -> bytes:
     return b"%d" % max(1, math.ceil(seconds - 1e-9))
 
 
-class RateLimitInfo:
-    """The tightest limit seen by one request: built only on rate-limited routes."""
+# The tightest limit seen by one request is kept on the exchange as a plain tuple
+# (policy item, remaining, seconds until full): made per limited request, so no class.
+RL_POLICY, RL_REMAINING, RL_RESET = 0, 1, 2
 
-    __slots__ = ("policy", "remaining", "reset")
 
-    def __init__(self, policy: bytes, remaining: int, reset: float) -> None:
-        self.policy = policy  # the precomputed `"name";q=..;w=..` item
-        self.remaining = remaining
-        self.reset = reset
+def _state(rl: tuple) -> bytes:
+    name = rl[0].split(b";", 1)[0]
+    return b"%s;r=%d;t=%d" % (name, rl[1], max(0, math.ceil(rl[2] - 1e-9)))
 
-    def _state(self) -> bytes:
-        name = self.policy.split(b";", 1)[0]
-        return b"%s;r=%d;t=%d" % (name, self.remaining, max(0, math.ceil(self.reset - 1e-9)))
 
-    def headers(self) -> bytes:
-        return b"RateLimit-Policy: " + self.policy + b"\r\nRateLimit: " + self._state() + b"\r\n"
+def rl_headers(rl: tuple) -> bytes:
+    """Header lines for a proxied response."""
+    return b"RateLimit-Policy: " + rl[0] + b"\r\nRateLimit: " + _state(rl) + b"\r\n"
 
-    def header_pairs(self) -> tuple:
-        return ((b"RateLimit-Policy", self.policy), (b"RateLimit", self._state()))
+
+def rl_pairs(rl: tuple) -> tuple:
+    """(name, value) pairs for a response fastproxy writes itself (a rejection)."""
+    return ((b"RateLimit-Policy", rl[0]), (b"RateLimit", _state(rl)))
 
 
 def policy_item(name: str, max_rate: float, every: float) -> bytes:

@@ -24,7 +24,7 @@ import msgspec
 
 from fastproxy import policies
 from fastproxy.limits.bucket import BucketTable, TokenBucket, default_capacity
-from fastproxy.limits.headers import RateLimitInfo, policy_item, retry_after_value
+from fastproxy.limits.headers import policy_item, retry_after_value
 from fastproxy.policies import Rejection
 
 STRATEGIES = ("ip", "header", "param")
@@ -71,7 +71,7 @@ class Limit:
     """One bucket for everybody (endpoint, service or backend `max_rate`)."""
 
     __slots__ = ("order", "name", "max_rate", "every", "capacity", "status", "reason", "bucket", "policy",
-                 "fingerprint")
+                 "fingerprint", "headers_on")
 
     def __init__(self, order: int, name: str, max_rate: float, every: float, capacity: int, status: int,
                  reason: str, fingerprint: bytes) -> None:
@@ -85,6 +85,7 @@ class Limit:
         self.bucket: Optional[TokenBucket] = None
         self.policy = policy_item(name, max_rate, every)
         self.fingerprint = fingerprint
+        self.headers_on = True  # RateLimit headers wanted (the fastproxy setting); set at compile
 
     def start(self, now: float, workers: int, metrics: Any = None) -> None:
         if self.bucket is None:
@@ -145,12 +146,13 @@ def _decide(limit: Any, b: TokenBucket, x: Any, now: float) -> None:
     """Take a token or raise the limit's Rejection; remember the tightest limit for headers."""
     if not b.take(now):
         wait = b.retry_after(now)
-        x.rl = RateLimitInfo(limit.policy, 0, wait)
+        x.rl = (limit.policy, 0, wait)
         raise Rejection(limit.status, limit.reason, ((b"Retry-After", retry_after_value(wait)),))
-    rem = b.remaining(now)
-    rl = x.rl
-    if rl is None or rem < rl.remaining:
-        x.rl = RateLimitInfo(limit.policy, rem, b.reset_after(now))
+    if limit.headers_on:
+        rem = b.remaining(now)
+        rl = x.rl
+        if rl is None or rem < rl[1]:
+            x.rl = (limit.policy, rem, b.reset_after(now))
 
 
 def _every(ctx: Any, raw: Any, path: str) -> float:
@@ -251,6 +253,9 @@ def _params_of(route: Any) -> set:
 
 
 def _register(ctx: Any, key: str, obj: Any) -> Any:
+    if isinstance(obj, Limit):
+        settings = ctx.root.extra_config.get("fastproxy")
+        obj.headers_on = not (isinstance(settings, dict) and settings.get("ratelimit_headers") is False)
     if key in ctx.state:
         ctx.problems.error(ctx.current_path, "the same limit is configured twice here (a namespace and its "
                                              "legacy alias?): keep one")

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from fastproxy import policies
-from fastproxy.limits.headers import RateLimitInfo, retry_after_value
+from fastproxy.limits.headers import retry_after_value
 from fastproxy.limits.policy import ClientLimit, Limit, RouterLimitBlock, compile_router_block, warn_ignored
 from fastproxy.limits.redis_store import FALLBACK, PoolConfig, RedisStore
 from fastproxy.policies import Rejection
@@ -109,11 +109,11 @@ class RedisLimit:
         allowed, remaining, wait, reset = result
         local = self.local
         if not allowed:
-            x.rl = RateLimitInfo(local.policy, 0, wait)
+            x.rl = (local.policy, 0, wait)
             raise Rejection(local.status, local.reason, ((b"Retry-After", retry_after_value(wait)),))
         rl = x.rl
-        if rl is None or remaining < rl.remaining:
-            x.rl = RateLimitInfo(local.policy, remaining, reset)
+        if rl is None or remaining < rl[1]:
+            x.rl = (local.policy, remaining, reset)
 
     def _fallback(self, x: Any, now: float) -> None:
         if not self.allow_on_failure:

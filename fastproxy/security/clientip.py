@@ -35,7 +35,8 @@ def _joined(headers: Headers, name: bytes) -> bytes:
 
 
 class ClientIPResolver:
-    __slots__ = ("trusted", "_headers")
+    __slots__ = ("trusted", "_headers", "_peers")
+    PEER_CACHE = 4096  # peers are few (the proxies in front): remember their verdict
 
     def __init__(self, trusted_proxies: list[str],
                  remote_ip_headers: list[str] | None = None):
@@ -46,12 +47,19 @@ class ClientIPResolver:
                     c in name for c in " \t:\r\n"):
                 raise ValueError(f"invalid header name {name!r}")
         self._headers = tuple(dict.fromkeys(n.lower().encode("ascii") for n in names))
+        self._peers: dict = {}
 
     def _peer_trusted(self, peer: str) -> bool:
-        return bool(self.trusted) and peer in self.trusted
+        ok = self._peers.get(peer)
+        if ok is None:
+            ok = bool(self.trusted) and peer in self.trusted
+            if len(self._peers) >= self.PEER_CACHE:
+                self._peers.clear()
+            self._peers[peer] = ok
+        return ok
 
     def resolve(self, peer: str, headers: Headers) -> str:
-        if not self.trusted or peer not in self.trusted:
+        if not self._peer_trusted(peer):
             return peer
         contains = self.trusted.contains_int
         for name in self._headers:

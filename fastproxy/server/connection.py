@@ -29,7 +29,7 @@ from fastproxy.config.compile import QUERY_ALL, QUERY_LIST
 from fastproxy.http.request import (HTTPError, check_authority, check_transfer_encoding, filter_query,
                                     parse_content_length, split_target)
 from fastproxy.http.response import ERROR_BODIES, STATUS_LINE_11, simple_response, status_line
-from fastproxy.limits.headers import retry_after_value
+from fastproxy.limits.headers import retry_after_value, rl_headers, rl_pairs
 from fastproxy.policies import Rejection
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
 from fastproxy.upstream.connection import ConnectError
@@ -114,7 +114,7 @@ class Exchange:
         close = not self.keep_alive or conn.w.draining or not self.body_done
         parts.insert(0, STATUS_LINE_11.get(status) or status_line(status))
         if self.rl is not None and conn.w.snap.protocol.ratelimit_headers:
-            parts.append(self.rl.headers())
+            parts.append(rl_headers(self.rl))
         if length == -2 or self.method == b"HEAD" and length != -1:
             # no body: keep the backend's Content-Length for HEAD, as it describes the GET
             if length >= 0:
@@ -567,7 +567,7 @@ class ClientConnection(asyncio.Protocol):
     def reject(self, x: Exchange, rej: Rejection) -> None:
         extra = rej.headers
         if x.rl is not None and self.w.snap.protocol.ratelimit_headers:
-            extra = extra + x.rl.header_pairs()
+            extra = extra + rl_pairs(x.rl)
         self.w.metrics.rejected(x.route.name, rej.reason)
         self.respond(x, rej.status, rej.reason, extra=extra)
 

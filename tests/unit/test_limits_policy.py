@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from fastproxy.limits.headers import rl_headers, rl_pairs
 from fastproxy import policies
 from fastproxy.config.compile import compile_config
 from fastproxy.config.load import ConfigError
@@ -298,7 +299,7 @@ def test_client_retry_after_is_the_client_bucket_wait():
 
 # -- RateLimit headers ---------------------------------------------------------------------------
 def pairs(x: X) -> dict:
-    return dict(x.rl.header_pairs())
+    return dict(rl_pairs(x.rl))
 
 
 def test_ratelimit_headers_describe_the_limit_in_structured_field_syntax():
@@ -312,7 +313,7 @@ def test_ratelimit_headers_describe_the_limit_in_structured_field_syntax():
     for v in h.values():
         assert SF_ITEM.match(v.decode()), v
     # the raw header block the server writes says the same
-    assert x.rl.headers() == b'RateLimit-Policy: "endpoint";q=10;w=1\r\nRateLimit: "endpoint";r=9;t=1\r\n'
+    assert rl_headers(x.rl) == b'RateLimit-Policy: "endpoint";q=10;w=1\r\nRateLimit: "endpoint";r=9;t=1\r\n'
 
 
 @pytest.mark.parametrize("block, policy", [
