@@ -10,7 +10,7 @@ Namespaces that KrakenD knows and fastproxy does not implement are reported as w
 silently dropped, so `fastproxy check` tells a migrating user exactly what will be ignored.
 """
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 # SPEC §3: IP filter → geofence → bot detector (service, then endpoint) → service rate limit →
 # tiered limit → endpoint client limit → endpoint limit → backend rate limit → circuit breaker.
@@ -140,7 +140,3 @@ def _load_handlers() -> None:
 
 
 _FEATURE_MODULES: list[str] = ["fastproxy.limits.policy", "fastproxy.upstream.breakers", "fastproxy.security.policy", "fastproxy.limits.shared"]
-
-
-def optional_block(ctx: CompileContext, raw: Any, typ: type, path: str) -> Optional[Any]:
-    return ctx.problems.convert(raw, typ, path)

@@ -180,7 +180,7 @@ class Route:
 
     __slots__ = ("name", "method", "timeout", "targets", "upstream_method", "template",
                  "forward_headers", "header_names", "query_mode", "query_names", "wildcard",
-                 "checks", "backend_checks", "breakers", "rr", "path_prefix")
+                 "checks", "backend_checks", "breakers", "rr")
 
     def __init__(self, **kw: Any) -> None:
         for k, v in kw.items():
@@ -402,7 +402,7 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
             header_names=frozenset(h.lower().encode() for h in ih if h != "*"),
             query_mode=QUERY_ALL if ("*" in iq or (wildcard and not iq)) else (QUERY_LIST if iq else QUERY_NONE),
             query_names=frozenset(q.encode() for q in iq if q != "*"),
-            wildcard=wildcard, checks=(), backend_checks=(), breakers=None, rr=[0], path_prefix=None,
+            wildcard=wildcard, checks=(), backend_checks=(), breakers=None, rr=[0],
         )
         ep_checks = policies.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=route)
         be_checks = policies.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=route)

@@ -19,7 +19,7 @@ import msgspec
 
 from fastproxy import policies
 from fastproxy.limits.headers import retry_after_value
-from fastproxy.limits.policy import ClientLimit, Limit, RouterLimitBlock, compile_router_block, warn_ignored
+from fastproxy.limits.policy import ClientLimit, RouterLimitBlock, compile_router_block, warn_ignored
 from fastproxy.limits.redis_store import FALLBACK, PoolConfig, RedisStore
 from fastproxy.policies import Rejection
 

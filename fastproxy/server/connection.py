@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import httptools
 
-from fastproxy.config.compile import QUERY_ALL, QUERY_LIST
+from fastproxy.config.compile import QUERY_ALL
 from fastproxy.http.request import (HTTPError, check_authority, check_transfer_encoding, filter_query,
                                     parse_content_length, split_target)
 from fastproxy.http.response import ERROR_BODIES, STATUS_LINE_11, simple_response, status_line
@@ -753,7 +753,9 @@ class ClientConnection(asyncio.Protocol):
             return
         status = 504 if kind in ("timeout", "connect_timeout") else 502
         w.log.warning("backend %s: %s for %s %s", x.target.key, detail or kind, x.route.name, status)
-        self.respond(x, status, f"backend {kind}", close=not x.body_done)
+        # KrakenD's router.return_error_msg: the error text as the body (empty by default)
+        body = (detail or kind).encode() if w.snap.protocol.return_error_msg else b""
+        self.respond(x, status, f"backend {kind}", body=body, close=not x.body_done)
 
     def respond(self, x: Exchange, status: int, reason: str, body: bytes = b"", extra: tuple = (),
                 close: bool = False, content_type: bytes = b"text/plain; charset=utf-8") -> None:

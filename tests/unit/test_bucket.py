@@ -23,7 +23,7 @@ import time
 import tracemalloc
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastproxy.limits.bucket import EPS, BucketTable, TokenBucket, default_capacity
