@@ -28,10 +28,12 @@ import httptools
 from fastproxy.config.compile import QUERY_ALL
 from fastproxy.http.request import (HTTPError, check_authority, check_transfer_encoding, filter_query,
                                     parse_content_length, split_target)
-from fastproxy.http.response import ERROR_BODIES, STATUS_LINE_11, simple_response, status_line
-from fastproxy.limits.headers import retry_after_value, rl_headers, rl_pairs
+from fastproxy.http.response import ERROR_BODIES, simple_response
+from fastproxy.limits.headers import retry_after_value, rl_pairs
 from fastproxy.policies import Rejection
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
+from fastproxy.server.exchange import (CHECKING, DL_HEAD, DL_IDLE, DL_NONE, DL_UPSTREAM, DONE, QUEUED, STREAMING,
+                                       WAITING, Exchange)
 from fastproxy.upstream.connection import ConnectError
 
 PIPELINE_BUFFER = 64 * 1024
@@ -44,155 +46,6 @@ REQUEST_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"t
                           b"x-forwarded-host", b"x-forwarded-proto", b"proxy-authorization"))
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"user-agent"))
-
-# Exchange phases
-QUEUED, WAITING, STREAMING, DONE, CHECKING = 0, 1, 2, 3, 4
-# Connection deadline kinds
-DL_IDLE, DL_HEAD, DL_UPSTREAM, DL_NONE = 0, 1, 2, 3
-
-
-class Exchange:
-    """One request and its response."""
-
-    # Class-level defaults, no __slots__: a new exchange sets three attributes instead of forty,
-    # and the per-request fields that keep their default are never written (measured: -0.6 us
-    # a request). Fields, by phase: head (method, url, version, headers, keep_alive, host,
-    # host_count, cl, chunked, expect, ua, path, query), body (body_done, body_size, body_buf,
-    # body_sent), policies (route, params, rest, client_ip, rl, up_extra), backend (up, target,
-    # breaker, ticket, retried, started), response (phase, status, resp_mode, head_sent, out,
-    # reason, error).
-    method: Optional[bytes] = None
-    url = b""
-    version = "1.1"
-    keep_alive = True
-    host: Optional[bytes] = None
-    host_count = 0
-    cl = -1
-    chunked = False
-    expect = False
-    ua: Optional[bytes] = None
-    path = b""
-    query = b""
-    body_done = False
-    body_size = 0
-    body_buf: Optional[list] = None
-    body_sent = False
-    route: Any = None
-    params: Optional[dict] = None
-    rest: Optional[bytes] = None
-    client_ip: Optional[str] = None
-    rl: Any = None
-    up_extra: Optional[bytes] = None
-    up: Any = None
-    target: Any = None
-    breaker: Any = None
-    ticket: Any = None
-    retried = False
-    started = 0.0
-    phase = QUEUED
-    status = 0
-    resp_mode = 0
-    head_sent = False
-    out: Optional[list] = None
-    reason = ""
-    error: Optional[HTTPError] = None
-
-    def __init__(self, conn: "ClientConnection") -> None:
-        self.conn = conn
-        self.headers: list = []
-
-    # -- called by the backend connection ---------------------------------------------------
-    def up_head(self, up: Any, status: int, parts: list, length: int) -> None:
-        """`parts`: the backend's end-to-end header lines, to which framing is added here."""
-        conn = self.conn
-        self.phase = STREAMING
-        self.status = status
-        w = conn.w
-        w.metrics.upstream(self.route.name, w.clock() - self.started)
-        # a backend answering before the whole request body arrived: the rest of the body has
-        # nowhere to go, so the connection closes after this answer
-        close = not self.keep_alive or conn.w.draining or not self.body_done
-        parts.insert(0, STATUS_LINE_11.get(status) or status_line(status))
-        if self.rl is not None and conn.w.snap.protocol.ratelimit_headers:
-            parts.append(rl_headers(self.rl))
-        if length == -2 or self.method == b"HEAD" and length != -1:
-            # no body: keep the backend's Content-Length for HEAD, as it describes the GET
-            if length >= 0:
-                parts.append(b"Content-Length: %d\r\n" % length)
-            self.resp_mode = 0
-        elif length >= 0:
-            parts.append(b"Content-Length: %d\r\n" % length)
-            self.resp_mode = 0
-        elif self.version == "1.1":
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-            self.resp_mode = 1
-        else:
-            close = True  # HTTP/1.0 client, unknown length: the close delimits the body
-            self.resp_mode = 2
-        if close:
-            self.keep_alive = False
-            parts.append(b"Connection: close\r\n")
-        elif self.version == "1.0":
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        self.head_sent = True
-        # Held until the backend read that carried it is parsed, so head and body leave in one
-        # write (one syscall per response in the common case; `flush_out`).
-        self.out = [b"".join(parts)]
-
-    def up_body(self, data: bytes) -> None:
-        if not data or self.method == b"HEAD":
-            return
-        out = self.out
-        if out is None:
-            self.out = out = []
-        out.append(b"%x\r\n%b\r\n" % (len(data), data) if self.resp_mode == 1 else data)
-
-    def flush_out(self) -> None:
-        """Write what the last backend read produced for the client; re-arm the body timeout."""
-        out = self.out
-        self.out = None
-        conn = self.conn
-        if len(out) == 1:
-            conn.transport.write(out[0])
-        else:
-            conn.transport.writelines(out)
-        conn.deadline = conn.w.clock() + self.route.timeout
-        conn.dl_kind = DL_UPSTREAM
-
-    def up_end(self, up: Any, framed: bool) -> None:
-        conn = self.conn
-        conn.resume_reading(2)  # this backend no longer holds the client's body back
-        if self.resp_mode == 1:
-            if self.out is None:
-                self.out = []
-            self.out.append(b"0\r\n\r\n")
-        if self.out:
-            self.flush_out()
-        if self.breaker is not None:
-            self.breaker.after(self.ticket, self.route.breakers.ok(self.status), conn.w.clock())
-            self.breaker = None
-        self.up = None
-        if framed:
-            if not self.body_done or not self.body_sent:
-                up.reusable = False  # the backend answered before the whole request went out
-            up.release(conn.w.clock())
-        conn.finish(self)
-
-    def up_error(self, up: Any, kind: str) -> None:
-        """The backend failed (reset, malformed, timeout)."""
-        self.up = None
-        self.conn.resume_reading(2)
-        if kind == "reset" and up.reused and not up.resp_started:
-            kind = "stale"
-        self.conn.upstream_failed(self, kind)
-
-    def up_pause(self) -> None:
-        self.conn.pause_reading(2)
-
-    def up_resume(self) -> None:
-        self.conn.resume_reading(2)
-
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("w", "transport", "parser", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind", "closing",
