@@ -620,9 +620,19 @@ class ClientConnection(asyncio.Protocol):
         x.status = status
         x.reason = reason
         x.head_sent = True
+        self.record(x)
         self.transport.write(simple_response(status, w.date.header, body, not x.keep_alive, extra, content_type,
                                              head_only=x.method == b"HEAD"))
         self.finish(x)
+
+    def record(self, x: Exchange) -> None:
+        """Count and log an answered request. Done before its last bytes leave, so whoever sees
+        the answer can already see its metrics and log line."""
+        x.recorded = True
+        w = self.w
+        w.metrics.request(x)
+        if w.access_log is not None:
+            w.access_log(self, x)
 
     def finish(self, x: Exchange) -> None:
         w = self.w
@@ -633,9 +643,8 @@ class ClientConnection(asyncio.Protocol):
             self.buffered -= sum(len(b) for b in buf)
             if self.buffered <= PIPELINE_BUFFER:
                 self.resume_reading(1)
-        w.metrics.request(x)
-        if w.access_log is not None:
-            w.access_log(self, x)
+        if not x.recorded:
+            self.record(x)
         q = self.queue
         if q and q[0] is x:
             q.pop(0)

@@ -67,6 +67,7 @@ class Exchange:
     out: Optional[list] = None
     reason = ""
     error: Optional[HTTPError] = None
+    recorded = False  # counted and logged (server.connection.ClientConnection.record)
 
     def __init__(self, conn: Any) -> None:  # a server.connection.ClientConnection
         self.conn = conn
@@ -138,11 +139,12 @@ class Exchange:
             if self.out is None:
                 self.out = []
             self.out.append(b"0\r\n\r\n")
-        if self.out:
-            self.flush_out()
-        if self.breaker is not None:
+        if self.breaker is not None:  # known before the last bytes leave (and logged by then)
             self.breaker.after(self.ticket, self.route.breakers.ok(self.status), conn.w.clock())
             self.breaker = None
+        conn.record(self)
+        if self.out:
+            self.flush_out()
         self.up = None
         if framed:
             if not self.body_done or not self.body_sent:

@@ -285,20 +285,32 @@ class Pool:
     async def connect(self) -> UpstreamConnection:
         """Open a new connection; raise ConnectError(kind)."""
         t = self.target
+        deadline = self.loop.time() + self.connect_timeout
         try:
-            addr = await self.dns.resolve(t.host)
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: UpstreamConnection(self), addr, t.port, ssl=self.ssl,
-                                            server_hostname=t.host if self.ssl else None),
-                self.connect_timeout)
+            addrs = await asyncio.wait_for(self.dns.resolve_all(t.host), self.connect_timeout)
         except asyncio.TimeoutError:
-            raise ConnectError("timeout", f"connect to {t.key} timed out") from None
+            raise ConnectError("timeout", f"resolving {t.host} timed out") from None
         except DNSError as exc:
             raise ConnectError("connect", str(exc)) from None
-        except (OSError, _ssl.SSLError) as exc:
-            raise ConnectError("connect", f"connect to {t.key}: {exc.strerror or exc}") from None
-        self.opened += 1
-        return conn
+        error: Optional[BaseException] = None
+        for addr in addrs:  # a name with several addresses: the next one when one refuses
+            left = deadline - self.loop.time()
+            if left <= 0:
+                break
+            try:
+                _, conn = await asyncio.wait_for(
+                    self.loop.create_connection(lambda: UpstreamConnection(self), addr, t.port, ssl=self.ssl,
+                                                server_hostname=t.host if self.ssl else None), left)
+            except asyncio.TimeoutError:
+                raise ConnectError("timeout", f"connect to {t.key} timed out") from None
+            except (OSError, _ssl.SSLError) as exc:
+                error = exc
+                continue
+            self.opened += 1
+            return conn
+        if error is None:
+            raise ConnectError("timeout", f"connect to {t.key} timed out")
+        raise ConnectError("connect", f"connect to {t.key}: {getattr(error, 'strerror', None) or error}")
 
     def close_all(self) -> None:
         while self.idle:

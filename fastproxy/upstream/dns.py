@@ -35,9 +35,14 @@ class DNSCache:
 
     async def resolve(self, host: str) -> str:
         """One address for `host` (rotating over the records); raise DNSError."""
+        return (await self.resolve_all(host))[0]
+
+    async def resolve_all(self, host: str) -> list:
+        """Every address of `host`, starting one further each call (connections spread over the
+        records, and a caller can fall back to the next address); raise DNSError."""
         lit = self.literal(host)
         if lit is not None:
-            return lit
+            return [lit]
         now = self.loop.time()
         hit = self._cache.get(host)
         if hit is None or hit[0] <= now:
@@ -59,7 +64,8 @@ class DNSCache:
                 hit = await asyncio.shield(fut)
         addrs = hit[1]
         self._rr += 1
-        return addrs[self._rr % len(addrs)]
+        i = self._rr % len(addrs)
+        return addrs[i:] + addrs[:i]
 
     async def _query(self, host: str) -> tuple[float, list[str]]:
         import aiodns
