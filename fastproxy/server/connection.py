@@ -101,17 +101,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closing = True
         self.w.connection_closed(self)
+        now = self.w.clock()
         for x in self.queue:
-            if x.breaker is not None:
-                # cancelled by its client: neither a success nor a failure of the host, and a
-                # half-open probe slot must be freed even if the backend was still connecting
-                x.breaker.cancel(x.ticket, self.w.clock())
-                x.breaker = None
-            up = x.up
-            if up is not None:
-                # The client went away mid-request: the backend connection's state is unknown.
-                x.up = None
-                up.abort()
+            x.abandon(now)  # cancelled by its client: neither a success nor a failure of the host
             x.phase = DONE
         self.queue = []
 
@@ -468,9 +460,7 @@ class ClientConnection(asyncio.Protocol):
                 for check in bchecks:
                     check.check(x, w.clock())
             except Rejection as rej:
-                if x.breaker is not None:
-                    x.breaker.cancel(x.ticket, w.clock())
-                    x.breaker = None
+                x.abandon(w.clock())  # a backend limit is not a failure of the host
                 self.reject(x, rej)
                 return
         x.phase = WAITING
@@ -692,13 +682,7 @@ class ClientConnection(asyncio.Protocol):
                 x.error = err  # answered in turn
                 return
             # the active request's own body is broken
-            up = x.up
-            if up is not None:
-                x.up = None
-                if x.breaker is not None:
-                    x.breaker.cancel(x.ticket, self.w.clock())
-                    x.breaker = None
-                up.abort()
+            x.abandon(self.w.clock())
             if x.head_sent:
                 x.phase = DONE
                 self.closing = True
@@ -733,13 +717,7 @@ class ClientConnection(asyncio.Protocol):
             elif x.phase == STREAMING and self.writing_paused:
                 # the client stopped reading, not the backend's fault: neither a success nor
                 # a failure of the host (SPEC §3.8)
-                if x.breaker is not None:
-                    x.breaker.cancel(x.ticket, now)
-                    x.breaker = None
-                up = x.up
-                if up is not None:
-                    x.up = None
-                    up.abort()
+                x.abandon(now)
                 x.phase = DONE
                 self.closing = True
                 self.transport.abort()

@@ -160,6 +160,19 @@ class Exchange:
             kind = "stale"
         self.conn.upstream_failed(self, kind)
 
+    def abandon(self, now: float) -> None:
+        """Stop this exchange's backend work for a reason that says nothing about the host
+        (client gone or too slow, request body broken, a backend limit): the breaker ticket is
+        cancelled, never reported, so a half-open probe slot is freed even while connecting."""
+        b = self.breaker
+        if b is not None:
+            self.breaker = None
+            b.cancel(self.ticket, now)
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.abort()  # its state is unknown: never back to the pool
+
     def up_pause(self) -> None:
         self.conn.pause_reading(2)
 
