@@ -32,8 +32,8 @@ from fastproxy.http.response import ERROR_BODIES, simple_response
 from fastproxy.limits.headers import retry_after_value, rl_pairs
 from fastproxy.policies import Rejection
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
-from fastproxy.server.exchange import (CHECKING, DL_HEAD, DL_IDLE, DL_NONE, DL_UPSTREAM, DONE, QUEUED, STREAMING,
-                                       WAITING, Exchange)
+from fastproxy.server.exchange import (CHECKING, DL_HEAD, DL_IDLE, DL_LINGER, DL_NONE, DL_UPSTREAM, DONE, QUEUED,
+                                       STREAMING, WAITING, Exchange)
 from fastproxy.upstream.connection import ConnectError
 
 PIPELINE_BUFFER = 64 * 1024
@@ -45,6 +45,7 @@ REQUEST_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"t
                           b"upgrade", b"trailer", b"host", b"content-length", b"expect", b"x-forwarded-for",
                           b"x-forwarded-host", b"x-forwarded-proto", b"proxy-authorization"))
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+LINGER = 2.0  # seconds a closing connection keeps reading (and dropping) what the client sends
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"user-agent"))
 
 class ClientConnection(asyncio.Protocol):
@@ -308,8 +309,7 @@ class ClientConnection(asyncio.Protocol):
         if x.body_size > self.w.snap.protocol.max_body_size:
             if x.phase == DONE:  # answered already: one answer per request, so just close
                 self.broken = True
-                self.closing = True
-                self.transport.close()
+                self.linger_close()
                 return
             if not x.head_sent:
                 raise HTTPError(413, "request body too large")
@@ -641,8 +641,7 @@ class ClientConnection(asyncio.Protocol):
             if self.paused & 8 and len(q) <= PIPELINE_DEPTH:
                 self.resume_reading(8)
         if not x.keep_alive or self.broken and not q:
-            self.closing = True
-            self.transport.close()
+            self.linger_close()
             return
         if q:
             # Iterate, never recurse: a long pipeline answered locally (404s, 429s) behind one
@@ -667,6 +666,25 @@ class ClientConnection(asyncio.Protocol):
             if w.draining:
                 self.closing = True
                 self.transport.close()
+
+    def linger_close(self) -> None:
+        """Close after the last answer without losing it (nginx's lingering close): closing a
+        socket that still has unread client bytes sends a reset, which can destroy the answer
+        in flight. So: send FIN once the answer is written, keep reading and dropping what the
+        client still sends, and close at its EOF or after `LINGER` seconds."""
+        self.closing = True  # data_received drops everything from now on
+        t = self.transport
+        if t.is_closing():
+            return
+        try:
+            t.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            t.close()
+            return
+        self.paused = 0
+        t.resume_reading()
+        self.deadline = self.w.clock() + LINGER
+        self.dl_kind = DL_LINGER
 
     def refuse(self, err: HTTPError) -> None:
         """The stream is broken at this point: answer what came before, then `err`, then close."""
@@ -703,7 +721,9 @@ class ClientConnection(asyncio.Protocol):
 
     def expire(self, now: float) -> None:
         kind = self.dl_kind
-        if kind == DL_IDLE:
+        if self.closing and kind != DL_LINGER:
+            return
+        if kind == DL_IDLE or kind == DL_LINGER:
             self.closing = True
             self.transport.close()
         elif kind == DL_HEAD:

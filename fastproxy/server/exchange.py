@@ -18,7 +18,7 @@ from fastproxy.limits.headers import rl_headers
 # Exchange phases
 QUEUED, WAITING, STREAMING, DONE, CHECKING = 0, 1, 2, 3, 4
 # Connection deadline kinds
-DL_IDLE, DL_HEAD, DL_UPSTREAM, DL_NONE = 0, 1, 2, 3
+DL_IDLE, DL_HEAD, DL_UPSTREAM, DL_NONE, DL_LINGER = 0, 1, 2, 3, 4
 
 
 

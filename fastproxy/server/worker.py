@@ -163,8 +163,7 @@ class Worker:
             self._last_date = wall
             self.date.tick(wall)
         for conn in [c for c in self.conns if c.deadline <= now]:
-            if not conn.closing:
-                conn.expire(now)
+            conn.expire(now)
         for pool in self.pools.values():
             if pool.idle:
                 pool.expire(now)

@@ -420,3 +420,31 @@ def test_worker_replaced_after_a_reload_serves_the_reloaded_routes(env, tmp_path
     wait_for(lambda: health_pid(port) == new, timeout=10)  # the replacement accepts connections
     statuses = [get(port, "/b")[0] for _ in range(20)]
     assert statuses == [200] * 20
+
+
+def test_a_refused_upload_still_gets_its_answer_while_the_client_keeps_sending(upstream, tmp_path):
+    """Lingering close: the proxy answers 413 at once and closes, but keeps reading what the
+    client still sends, so the answer is not destroyed by a reset (unread data at close)."""
+    import socket as _socket
+
+    from tests.support import Proxy, config, ep, parse_responses
+
+    px = Proxy(config(upstream, [ep("/up", "/echo", method="POST")],
+                      extra_config={"fastproxy": {"max_body_size": 1000}}), tmp_path, name="linger.json")
+    try:
+        with _socket.create_connection(("127.0.0.1", px.port), timeout=5) as s:
+            s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
+            chunk = b"z" * 65536
+            for _ in range(32):  # 2 MiB the proxy does not want, sent before reading anything
+                s.sendall(chunk)
+            s.shutdown(_socket.SHUT_WR)
+            data = b""
+            while True:
+                got = s.recv(65536)
+                if not got:
+                    break
+                data += got
+        [(status, headers, _)] = parse_responses(data)
+        assert status == 413 and headers["connection"] == ["close"]
+    finally:
+        px.stop()
