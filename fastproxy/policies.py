@@ -123,6 +123,9 @@ def carry_state(previous: Any, snap: Any) -> None:
         new = snap.state.get(key)
         if new is not None and hasattr(new, "adopt"):
             new.adopt(obj)
+    for obj in previous.state.values():  # what nobody adopted and holds I/O is closed
+        if hasattr(obj, "retire_unless_adopted"):
+            obj.retire_unless_adopted(snap.state.values())
 
 
 _loaded = False

@@ -221,6 +221,15 @@ class RedisStore:
             self.sha = None  # the server lost its scripts (restart): load again next batch
         return results
 
+    def close(self) -> None:
+        """Stop probing and close the pool (a reload replaced this store); decisions still
+        pending are answered by the local fallback."""
+        self.up = False
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        if self.client is not None and self.loop is not None:
+            self.loop.create_task(self.client.aclose())
+
     def _down(self, exc: BaseException) -> None:
         if not self.up:
             return

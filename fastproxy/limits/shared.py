@@ -66,6 +66,12 @@ class StoreHandle:
         if old.fingerprint == self.fingerprint and old.store is not None:
             self.store = old.store
 
+    def retire_unless_adopted(self, new_state: Any) -> None:
+        """After a reload: close this pool's connections unless a new handle took the store."""
+        store = self.store
+        if store is not None and not any(getattr(o, "store", None) is store for o in new_state):
+            store.close()
+
 
 class RedisLimit:
     """The shared twin of a local Limit/ClientLimit: same fields, counters in Redis."""
