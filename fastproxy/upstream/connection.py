@@ -25,6 +25,8 @@ HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te"
 
 # Connection tokens that name no end-to-end header: nothing to filter for them.
 _NOT_LISTED = HOP_BY_HOP | {b"close"}
+# The Connection values nearly every backend sends: nothing to parse for them.
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
 
 IDLE, BUSY, CLOSED = 0, 1, 2
 
@@ -147,7 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
                     length = int(value)
                 elif lname == b"transfer-encoding":
                     chunked = True
-                elif lname == b"connection":
+                elif lname == b"connection" and value not in _PLAIN_CONNECTION:
                     tokens = {t.strip().lower() for t in value.split(b",")}
                     conn_tokens = tokens if conn_tokens is None else conn_tokens | tokens
                 continue
