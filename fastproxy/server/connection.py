@@ -351,7 +351,7 @@ class ClientConnection(asyncio.Protocol):
         snap = w.snap
         path = x.path
         if path == b"/__health":
-            self.respond(x, 503 if w.draining else 200, "health", body=w.health_body(),
+            self.respond(x, 503 if w.draining else 200, "draining" if w.draining else "", body=w.health_body(),
                          content_type=b"application/json")
             return
         route, params, rest = snap.routes.match(x.method, path)
@@ -591,6 +591,8 @@ class ClientConnection(asyncio.Protocol):
         if x.head_sent:
             # the response was cut: the client must see a broken stream, never a clean end
             x.phase = DONE
+            x.reason = f"backend {kind} mid-response"
+            self.record(x)  # counted with the status that was sent, logged with why it was cut
             w.log.warning("backend %s failed mid-response (%s) for %s", x.target.key, kind, x.route.name)
             self.transport.abort() if x.resp_mode != 2 else self.transport.close()
             return

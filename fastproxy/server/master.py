@@ -29,7 +29,8 @@ SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 def ready_line(ip: str, port: int, workers: int) -> str:
     shown = f"[{ip}]" if ":" in ip else ip
-    return f"fastproxy ready: listening on http://{shown}:{port} with {workers} worker{'s' if workers != 1 else ''} (pid {os.getpid()})"
+    plural = "s" if workers != 1 else ""
+    return f"fastproxy ready: listening on http://{shown}:{port} with {workers} worker{plural} (pid {os.getpid()})"
 
 
 def run(snap: Snapshot, config_path: Optional[str]) -> int:

@@ -186,7 +186,7 @@ class Worker:
             "duration_ms": round((self.clock() - x.started) * 1000, 3) if x.started else None,
             "upstream": x.target.key if x.target is not None else None,
         }
-        if x.status >= 400 and x.reason:
+        if x.reason:  # why it was refused, or why the answer was cut
             rec["reason"] = x.reason
         os.write(2, msgspec.json.encode(rec) + b"\n")
 
