@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.integration.netutil import Client, build, rss_kib
-from tests.support import Proxy, Upstream, config, ep, free_port, get
+from tests.support import Proxy, config, ep, free_port, get
 
 RL = "qos/ratelimit/router"
 SVC = "qos/ratelimit/service"
@@ -30,13 +30,6 @@ FLOOD_RSS_BOUND_KIB = 3 * 1024  # RSS growth allowed over the flood (measured: +
 
 def lim(path, url=None, **extra):
     return ep(path, url or "/ok" + path.split("{")[0].rstrip("/"), extra_config=extra)
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream()
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

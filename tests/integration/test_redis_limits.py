@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.support import ROOT, Proxy, Upstream, config, ep, free_port, get
+from tests.support import ROOT, Proxy, config, ep, free_port, get
 
 RRL = "qos/ratelimit/router/redis"
 RSVC = "qos/ratelimit/service/redis"
@@ -32,13 +32,6 @@ UP_LOG = "answers again"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream()
-    yield u
-    u.stop()
-
-
 @pytest.fixture
 def redis(redis_server):
     """The session's redis-server, emptied (tests here share endpoint names, hence keys)."""

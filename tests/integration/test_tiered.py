@@ -5,16 +5,9 @@ its own limits (stateless or on Redis), a request that matches no tier gets 403.
 
 import pytest
 
-from tests.support import Proxy, Upstream, config, ep, get
+from tests.support import Proxy, config, ep, get
 
 T = "qos/ratelimit/tiered"
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream()
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")
