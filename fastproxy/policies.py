@@ -45,6 +45,7 @@ class CompileContext:
         self.state: dict = {}  # stable id -> stateful object (buckets, breakers), carried on reload
         self.client_ip: Any = None
         self.current_path = ""  # the namespace being compiled, for errors found across handlers
+        self.shared: dict = {}  # objects several handlers share in one compile (GeoIP readers, Redis pools)
 
 
 Handler = Callable[[Any, str, CompileContext, Any], list]

@@ -127,11 +127,11 @@ class RedisLimit:
 
 
 def _pools(ctx: Any) -> dict:
-    cached = getattr(ctx, "redis_pools", None)
+    cached = ctx.shared.get("redis_pools")
     if cached is not None:
         return cached
     pools: dict = {}
-    ctx.redis_pools = pools
+    ctx.shared["redis_pools"] = pools
     raw = ctx.root.extra_config.get("redis")
     if raw is None:
         return pools

@@ -187,7 +187,7 @@ def _geofence(raw: Any, path: str, ctx: Any, route: Any) -> list:
 
 
 def _geodb_at(ctx: Any, db_path: str, path: str) -> Optional[GeoDB]:
-    cache = ctx.__dict__.setdefault("geodbs", {})
+    cache = ctx.shared.setdefault("geodbs", {})
     if db_path not in cache:
         cache[db_path] = _guard(ctx, path, GeoDB, db_path)
     return cache[db_path]
