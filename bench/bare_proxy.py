@@ -6,12 +6,17 @@ as received (httptools only finds where each response ends). The benchmark runs 
 fastproxy to show how much of fastproxy's cost is the event loop, the parser and the syscalls
 that any Python proxy of this design pays.
 
-    python bench/bare_proxy.py LISTEN_PORT BACKEND_PORT
+    python bench/bare_proxy.py LISTEN_PORT BACKEND_PORT [WORK_US]
+
+WORK_US (the ceiling experiment, `harness.py --ceiling`): burn that many microseconds of Python
+on each client read (one request per read under wrk), to measure what each microsecond of
+per-request Python costs in throughput on this machine, everything else equal.
 """
 
 import asyncio
 import socket
 import sys
+from time import perf_counter
 
 import httptools
 import uvloop
@@ -55,6 +60,10 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
+        if WORK:
+            until = perf_counter() + WORK
+            while perf_counter() < until:
+                pass
         if self.up is None:
             self.pending.append(data)
         else:
@@ -65,8 +74,13 @@ class Client(asyncio.Protocol):
             self.up.transport.close()
 
 
+WORK = 0.0  # seconds of Python burnt per client read
+
+
 def main() -> None:
+    global WORK
     listen, backend = int(sys.argv[1]), int(sys.argv[2])
+    WORK = float(sys.argv[3]) / 1e6 if len(sys.argv) > 3 else 0.0
     uvloop.install()
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(loop.create_server(lambda: Client(backend), "127.0.0.1", listen,

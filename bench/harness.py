@@ -59,6 +59,19 @@ TARGETS = [
 ]
 LABEL = dict(TARGETS)
 
+
+def add_ceiling_targets(work_us: list) -> list:
+    """The ceiling experiment: one more bare proxy per value, burning that many microseconds of
+    Python per request (`bare_proxy.py WORK_US`), on ports from 19086. Returns their names."""
+    names = []
+    for i, us in enumerate(work_us):
+        name = f"bare+{us:g}us"
+        PORTS[name] = 19086 + i
+        TARGETS.append((name, f"floor + {us:g} us Python"))
+        LABEL[name] = TARGETS[-1][1]
+        names.append(name)
+    return names
+
 # scenario key -> (path, wrk lua script or None, description)
 SCENARIOS = {
     "get": ("/hello", None, "GET, 14-byte body"),
@@ -251,7 +264,8 @@ def render(template: Path, out: Path, values: dict) -> Path:
     return out
 
 
-def start_servers(work: Path, keepalive: int, pidfile: Optional[Path], python: str) -> dict:
+def start_servers(work: Path, keepalive: int, pidfile: Optional[Path], python: str,
+                  ceiling: tuple = ()) -> dict:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     user_line = "user root root;" if os.geteuid() == 0 else ""
@@ -293,6 +307,11 @@ def start_servers(work: Path, keepalive: int, pidfile: Optional[Path], python: s
                PROXY_CORE, work, pidfile)
     s.start(ready_line="bare proxy ready")
     servers["bare"] = s
+    for name in ceiling:
+        s = Server(name, [python, str(BENCH / "bare_proxy.py"), str(PORTS[name]), str(PORTS["backend"]),
+                          name[5:-2]], PROXY_CORE, work, pidfile)
+        s.start(ready_line="bare proxy ready")
+        servers[name] = s
     return servers
 
 
@@ -636,13 +655,17 @@ def main(argv: list) -> int:
     ap.add_argument("--pidfile", help="append 'pid starttime' of every server started (for run.sh's trap)")
     ap.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"), help="python running fastproxy")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with configs and logs")
+    ap.add_argument("--ceiling", default="",
+                    help="also measure the bare proxy burning these microseconds of Python per request, "
+                         "e.g. 2,4,8 (the ceiling experiment; bench/README.md)")
     a = ap.parse_args(argv)
+    ceiling = add_ceiling_targets([float(v) for v in a.ceiling.split(",") if v])
     reps = a.reps or (1 if a.quick else 3)
     dur = a.duration or (3 if a.quick else 7)
     bdur = a.body_duration or (2 if a.quick else 4)
     warm = a.warmup if a.warmup is not None else (1 if a.quick else 3)
     conns = [int(c) for c in a.conns.split(",") if c]
-    targets = [t for t in a.targets.split(",") if t]
+    targets = [t for t in a.targets.split(",") if t] + ceiling
     scenarios = [s for s in a.scenarios.split(",") if s]
     for t in targets:
         if t not in LABEL:
@@ -676,7 +699,7 @@ def main(argv: list) -> int:
     micro: Optional[dict] = None
     status = 0
     try:
-        servers = start_servers(work, max(conns + [a.body_conns]), pidfile, a.python)
+        servers = start_servers(work, max(conns + [a.body_conns]), pidfile, a.python, tuple(ceiling))
         log(f"warm-up: {warm}s per server")
         for t in targets:
             if warm > 0:
@@ -695,7 +718,7 @@ def main(argv: list) -> int:
         if a.idle_conns:
             log(f"idle keep-alive connections: {a.idle_conns} per proxy")
             for t in targets:
-                if t in ("backend", "bare"):  # bare: one backend connection per client, not pooled
+                if t == "backend" or t.startswith("bare"):  # one backend connection per client, not pooled
                     continue
                 n = a.idle_conns
                 if t == "haproxy" and n > LIMITS["haproxy_maxconn"] - 100:

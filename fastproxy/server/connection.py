@@ -149,7 +149,11 @@ class ClientConnection(asyncio.Protocol):
             self.flush_held(self.cur)
             self.refuse(HTTPError(400, f"malformed request: {exc}"))
             return
-        self.flush_held(None)
+        held = self.held
+        self.held = None
+        for x, up, out in held:  # as flush_held, inlined: one request per read is the common case
+            if x.up is up and not up.transport.is_closing():
+                up.transport.write(out)
         cur = self.cur
         if cur is not None and cur.method is None:
             # still inside a head: bound what llhttp may be holding for us (one huge header).
@@ -217,8 +221,7 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks: parse head ----------------------------------------------------
     def on_message_begin(self) -> None:
-        x = Exchange(self)
-        x.method = None
+        x = Exchange(self)  # its `method` stays None until the head is complete
         self.cur = x
         self.url_len = 0
         self.head_size = 0

@@ -134,7 +134,8 @@ class Exchange:
 
     def up_end(self, up: Any, framed: bool) -> None:
         conn = self.conn
-        conn.resume_reading(2)  # this backend no longer holds the client's body back
+        if conn.paused & 2:
+            conn.resume_reading(2)  # this backend no longer holds the client's body back
         if self.resp_mode == 1:
             if self.out is None:
                 self.out = []

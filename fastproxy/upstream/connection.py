@@ -177,7 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
         if no_body and self.x is not None:
             x = self.x
             self.x = None
-            self._finish(x)
+            x.up_end(self, True)
 
     def on_body(self, body: bytes) -> None:
         x = self.x
@@ -191,9 +191,6 @@ class UpstreamConnection(asyncio.Protocol):
         if x is None or not self.resp_started:
             return
         self.x = None
-        self._finish(x)
-
-    def _finish(self, x: Any) -> None:
         x.up_end(self, True)
 
     # -- used by the exchange ---------------------------------------------------------------
