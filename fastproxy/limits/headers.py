@@ -24,9 +24,20 @@ def _state(rl: tuple) -> bytes:
     return b"%s;r=%d;t=%d" % (name, rl[1], max(0, math.ceil(rl[2] - 1e-9)))
 
 
+_PREFIXES: dict = {}  # policy item -> the constant start of both header lines
+
+
 def rl_headers(rl: tuple) -> bytes:
-    """Header lines for a proxied response."""
-    return b"RateLimit-Policy: " + rl[0] + b"\r\nRateLimit: " + _state(rl) + b"\r\n"
+    """Header lines for a proxied response (on every limited request: the constant part is
+    built once per policy)."""
+    policy, remaining, reset = rl
+    prefix = _PREFIXES.get(policy)
+    if prefix is None:
+        if len(_PREFIXES) >= 1024:  # policies come from the config: only reloads add new ones
+            _PREFIXES.clear()
+        prefix = _PREFIXES[policy] = (b"RateLimit-Policy: " + policy + b"\r\nRateLimit: "
+                                      + policy.split(b";", 1)[0] + b";r=")
+    return prefix + b"%d;t=%d\r\n" % (remaining, math.ceil(reset - 1e-9) if reset > 1e-9 else 0)
 
 
 def rl_pairs(rl: tuple) -> tuple:

@@ -50,7 +50,7 @@ _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("w", "transport", "parser", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind", "closing",
-                 "paused", "head_fed", "url_len", "head_size", "nheaders", "buffered", "writing_paused",
+                 "paused", "head_fed", "url_len", "head_size", "buffered", "writing_paused",
                  "broken", "requests", "held", "dispatching")
 
     def __init__(self, worker: Any) -> None:
@@ -68,7 +68,6 @@ class ClientConnection(asyncio.Protocol):
         self.head_fed = 0
         self.url_len = 0
         self.head_size = 0
-        self.nheaders = 0
         self.buffered = 0
         self.writing_paused = False
         self.broken = False
@@ -161,6 +160,10 @@ class ClientConnection(asyncio.Protocol):
             # carried the pipelined requests before it.
             if self.head_fed < 0:
                 self.head_fed = 0
+                if not self.queue:  # a head left incomplete by this read: it has until then
+                    w = self.w
+                    self.deadline = w.clock() + w.snap.protocol.read_header_timeout
+                    self.dl_kind = DL_HEAD
             else:
                 self.head_fed += len(data)
                 limit = self.w.snap.protocol
@@ -225,12 +228,7 @@ class ClientConnection(asyncio.Protocol):
         self.cur = x
         self.url_len = 0
         self.head_size = 0
-        self.nheaders = 0
-        self.head_fed = -1  # began in the read being parsed
-        if not self.queue:
-            w = self.w
-            self.deadline = w.clock() + w.snap.protocol.read_header_timeout
-            self.dl_kind = DL_HEAD
+        self.head_fed = -1  # began in the read being parsed (its deadline is set in `feed`)
 
     def on_url(self, url: bytes) -> None:
         x = self.cur
@@ -243,11 +241,10 @@ class ClientConnection(asyncio.Protocol):
         x = self.cur
         limit = self.w.snap.protocol
         size = len(name) + len(value) + 4
-        self.nheaders += 1
         self.head_size += size
         if size > limit.max_header_size or self.head_size > limit.max_head_size:
             raise HTTPError(431, "request header too large")
-        if self.nheaders > limit.max_headers:
+        if len(x.headers) >= limit.max_headers:
             raise HTTPError(431, "too many request headers")
         lname = name.lower()
         if lname in _FRAMING:  # the few names with rules; most headers skip the chain below
@@ -293,9 +290,13 @@ class ClientConnection(asyncio.Protocol):
             raise HTTPError(400, "duplicate Host header")
         if x.cl > self.w.snap.protocol.max_body_size:
             raise HTTPError(413, "request body too large")
-        x.path, x.query = split_target(x.url)
-        if x.url[0] != 0x2F:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
-            x.host = check_authority(x.url, x.host)
+        url = x.url
+        if url[:1] == b"/" and len(url.translate(None, b"#%.?")) == len(url):
+            x.path = url  # split_target's common case, without the call
+        else:
+            x.path, x.query = split_target(url)
+            if url[0] != 0x2F:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
+                x.host = check_authority(url, x.host)
         if not (x.chunked or x.cl > 0):
             x.body_done = True
         self.requests += 1
@@ -374,7 +375,7 @@ class ClientConnection(asyncio.Protocol):
             x.phase = CHECKING
             self.run_checks(x, 0)
         else:
-            self.send_upstream(x, None)
+            self.send_upstream(x, None, x.started)
 
     def run_checks(self, x: Exchange, i: int) -> None:
         """Policies in SPEC order from `i`. A policy that must wait (a Redis limit) returns a
@@ -396,7 +397,7 @@ class ClientConnection(asyncio.Protocol):
             self.reject(x, rej)
             return
         self.w.metrics.policy_passed(x.route.name)
-        self.send_upstream(x, None)
+        self.send_upstream(x, None, now)
 
     def checked(self, x: Exchange, check: Any, fut: Any, i: int) -> None:
         if self.closing or x.phase != CHECKING:
@@ -419,7 +420,8 @@ class ClientConnection(asyncio.Protocol):
         self.w.metrics.rejected(x.route.name, rej.reason)
         self.respond(x, rej.status, rej.reason, extra=extra)
 
-    def send_upstream(self, x: Exchange, avoid: Any, fresh: bool = False) -> None:
+    def send_upstream(self, x: Exchange, avoid: Any, now: float, fresh: bool = False) -> None:
+        """Pick a host and a connection for `x` (`now`: the clock in this loop iteration)."""
         route = x.route
         w = self.w
         targets = route.targets
@@ -437,7 +439,6 @@ class ClientConnection(asyncio.Protocol):
                 if target is avoid:
                     target = targets[(i + 1) % n]
         else:
-            now = w.clock()
             i = rr[0]
             rr[0] = i + 1
             for k in range(n):
@@ -461,16 +462,16 @@ class ClientConnection(asyncio.Protocol):
         if bchecks:
             try:
                 for check in bchecks:
-                    check.check(x, w.clock())
+                    check.check(x, now)
             except Rejection as rej:
-                x.abandon(w.clock())  # a backend limit is not a failure of the host
+                x.abandon(now)  # a backend limit is not a failure of the host
                 self.reject(x, rej)
                 return
         x.phase = WAITING
         self.deadline = x.started + route.timeout
         self.dl_kind = DL_UPSTREAM
         pool = w.pool(target)
-        up = None if fresh else pool.get(w.clock())
+        up = None if fresh else pool.get(now)
         if up is not None:
             self.attach(x, up)
         else:
@@ -582,12 +583,12 @@ class ClientConnection(asyncio.Protocol):
                 # nothing of the request reached a backend (any method): one retry on another host
                 x.retried = True
                 w.log.warning("backend %s: %s; retrying on another host", x.target.key, detail or kind)
-                self.send_upstream(x, x.target)
+                self.send_upstream(x, x.target, w.clock())
                 return
             if kind == "stale" and x.method in IDEMPOTENT and x.cl <= 0 and not x.chunked:
                 # a pooled connection the backend had closed: one retry on a fresh connection
                 x.retried = True
-                self.send_upstream(x, None, fresh=True)
+                self.send_upstream(x, None, w.clock(), fresh=True)
                 return
             if kind == "stale":
                 kind = "reset"
@@ -629,7 +630,7 @@ class ClientConnection(asyncio.Protocol):
         if w.access_log is not None:
             w.access_log(self, x)
 
-    def finish(self, x: Exchange) -> None:
+    def finish(self, x: Exchange, now: float = -1.0) -> None:
         w = self.w
         x.phase = DONE
         buf = x.body_buf
@@ -663,10 +664,10 @@ class ClientConnection(asyncio.Protocol):
             finally:
                 self.dispatching = False
         elif self.cur is not None and self.cur.method is None:
-            self.deadline = w.clock() + w.snap.protocol.read_header_timeout
+            self.deadline = (now if now >= 0 else w.clock()) + w.snap.protocol.read_header_timeout
             self.dl_kind = DL_HEAD
         else:
-            self.deadline = w.clock() + w.snap.protocol.idle_timeout
+            self.deadline = (now if now >= 0 else w.clock()) + w.snap.protocol.idle_timeout
             self.dl_kind = DL_IDLE
             if w.draining:
                 self.closing = True

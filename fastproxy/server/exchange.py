@@ -120,8 +120,9 @@ class Exchange:
             self.out = out = []
         out.append(b"%x\r\n%b\r\n" % (len(data), data) if self.resp_mode == 1 else data)
 
-    def flush_out(self) -> None:
-        """Write what the last backend read produced for the client; re-arm the body timeout."""
+    def flush_out(self, last: bool = False) -> None:
+        """Write what the last backend read produced for the client; re-arm the body timeout
+        unless this was the `last` of the response (`finish` sets the next deadline)."""
         out = self.out
         self.out = None
         conn = self.conn
@@ -129,8 +130,9 @@ class Exchange:
             conn.transport.write(out[0])
         else:
             conn.transport.writelines(out)
-        conn.deadline = conn.w.clock() + self.route.timeout
-        conn.dl_kind = DL_UPSTREAM
+        if not last:
+            conn.deadline = conn.w.clock() + self.route.timeout
+            conn.dl_kind = DL_UPSTREAM
 
     def up_end(self, up: Any, framed: bool) -> None:
         conn = self.conn
@@ -140,18 +142,19 @@ class Exchange:
             if self.out is None:
                 self.out = []
             self.out.append(b"0\r\n\r\n")
+        now = conn.w.clock()
         if self.breaker is not None:  # known before the last bytes leave (and logged by then)
-            self.breaker.after(self.ticket, self.route.breakers.ok(self.status), conn.w.clock())
+            self.breaker.after(self.ticket, self.route.breakers.ok(self.status), now)
             self.breaker = None
         conn.record(self)
         if self.out:
-            self.flush_out()
+            self.flush_out(True)
         self.up = None
         if framed:
             if not self.body_done or not self.body_sent:
                 up.reusable = False  # the backend answered before the whole request went out
-            up.release(conn.w.clock())
-        conn.finish(self)
+            up.release(now)
+        conn.finish(self, now)
 
     def up_error(self, up: Any, kind: str) -> None:
         """The backend failed (reset, malformed, timeout)."""
