@@ -5,7 +5,9 @@ Starts the backend (nginx), nginx as reverse proxy, haproxy, fastproxy plain and
 the full traffic stack; runs wrk against each of them, interleaved, repetition after repetition;
 measures the proxy process's CPU time per request (utime+stime from /proc/PID/stat) and its peak
 RSS (VmHWM from /proc/PID/status, reset before every run through /proc/PID/clear_refs); then the
-idle keep-alive connection scenario; then bench/micro.py. Prints a table and writes
+idle keep-alive connection scenario; then bench/micro.py and the Python per request without
+sockets (bench/micro_request.py, bench/skeleton.py). With `--ceiling 2,4,8` it also measures the
+bare proxy burning that much Python per request (the ceiling experiment). Prints a table and writes
 bench/results/bench-<time>.json. Every server it started is stopped on exit, error, Ctrl-C or
 SIGTERM.
 
@@ -624,6 +626,28 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def python_per_request(python: str, n: int) -> list:
+    """fastproxy's own Python per request (bench/micro_request.py, plain and full-stack configs)
+    and the skeleton's (bench/skeleton.py): the best of 3 runs each, pinned to the proxy core."""
+    todo = [("fastproxy plain", [str(BENCH / "micro_request.py"), str(CONFIGS / "fastproxy-plain.json"), str(n)]),
+            ("fastproxy full stack", [str(BENCH / "micro_request.py"), str(CONFIGS / "fastproxy-full.json"), str(n)]),
+            ("skeleton (the work alone)", [str(BENCH / "skeleton.py"), str(n)])]
+    out = []
+    for name, args in todo:
+        best = None
+        for _ in range(3):
+            r = subprocess.run(["taskset", "-c", PROXY_CORE, python] + args, cwd=ROOT, capture_output=True,
+                               text=True, timeout=120)
+            if r.returncode != 0:
+                log(f"{args[0]} failed:\n{r.stderr}")
+                break
+            us = float(r.stdout.split(": ", 1)[1].split()[0])
+            best = us if best is None else min(best, us)
+        if best is not None:
+            out.append({"name": name, "us_per_request": best})
+    return out
+
+
 def cleanup() -> None:
     for p in list(_current_child):
         if p.poll() is None:
@@ -748,6 +772,7 @@ def main(argv: list) -> int:
                                timeout=300)
             if r.returncode == 0:
                 micro = json.loads(r.stdout)
+                micro["per_request"] = python_per_request(a.python, 30_000 if a.quick else 200_000)
             else:
                 log(f"micro.py failed:\n{r.stderr}")
         except KeyboardInterrupt:
@@ -782,6 +807,10 @@ def main(argv: list) -> int:
         print("micro-benchmarks (timeit, best of 5, per call):")
         for m in micro["results"]:
             print(f"  {m['name']:<44} {m['ns_per_call']:>9.0f} ns")
+        print()
+        print("Python per proxied request, no sockets (best of 3):")
+        for m in micro.get("per_request", []):
+            print(f"  {m['name']:<44} {m['us_per_request']:>9.2f} us")
     print()
     print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
