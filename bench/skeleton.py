@@ -14,11 +14,10 @@ skeleton would cost in throughput (bench/README.md, "The ceiling").
 """
 
 import sys
-import time
 
 import httptools
 
-from micro_request import REQUEST, RESPONSE, FakeTransport
+from micro_request import FakeTransport, time_requests
 
 DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade",
                   b"trailer", b"content-length", b"proxy-authenticate", b"host", b"expect"))
@@ -100,18 +99,9 @@ class Client:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
     pool = [Backend()]
-    backend = pool[0]
     client = Client(pool)
-    for _ in range(1000):  # warm up
-        client.data_received(REQUEST)
-        backend.data_received(RESPONSE)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        client.data_received(REQUEST)
-        backend.data_received(RESPONSE)
-    dt = time.perf_counter() - t0
-    assert client.transport.written >= n, "the client got no answers"
-    print(f"skeleton: {dt / n * 1e6:.2f} us of Python per proxied request ({n} requests)")
+    per = time_requests(client, pool[0], client.transport, n)
+    print(f"skeleton: {per * 1e6:.2f} us of Python per proxied request ({n} requests)")
 
 
 if __name__ == "__main__":

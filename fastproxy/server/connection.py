@@ -113,17 +113,29 @@ class ClientConnection(asyncio.Protocol):
         # Large reads are parsed in slices of `max_head_size`, so that a head cut across them is
         # measured (see `feed`) to within one slice whatever came before it in the read.
         step = self.w.snap.protocol.max_head_size
+        self.held = []
         if len(data) <= step:
             self.feed(data)
-            return
-        view = memoryview(data)
-        for i in range(0, len(data), step):
-            if self.closing or self.broken:
-                return
-            self.feed(view[i:i + step])
+        else:
+            view = memoryview(data)
+            for i in range(0, len(data), step):
+                if self.closing or self.broken:
+                    break
+                self.feed(view[i:i + step])
+        held = self.held
+        if held:  # (None: a refusal wrote it already)
+            if len(held) == 1:  # the common case, inlined: one request head (and body) per read
+                self.held = None
+                x, up, out = held[0]
+                if x.up is up and not up.transport.is_closing():
+                    up.transport.write(out)
+            else:
+                self.flush_held(None)
+        else:
+            self.held = None
 
     def feed(self, data: Any) -> None:
-        self.held = []
+        """Parse `data`; what it produces for backends is held in `self.held` (see `send_up`)."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -139,6 +151,7 @@ class ClientConnection(asyncio.Protocol):
             # An `Upgrade` we do not honour: the request was handled as a plain one; parse the
             # rest of the stream with a fresh parser.
             self.flush_held(None)
+            self.held = []
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             self.parser = httptools.HttpRequestParser(self)
             if offset < len(data):
@@ -148,11 +161,6 @@ class ClientConnection(asyncio.Protocol):
             self.flush_held(self.cur)
             self.refuse(HTTPError(400, f"malformed request: {exc}"))
             return
-        held = self.held
-        self.held = None
-        for x, up, out in held:  # as flush_held, inlined: one request per read is the common case
-            if x.up is up and not up.transport.is_closing():
-                up.transport.write(out)
         cur = self.cur
         if cur is not None and cur.method is None:
             # still inside a head: bound what llhttp may be holding for us (one huge header).
@@ -178,12 +186,17 @@ class ClientConnection(asyncio.Protocol):
             held.append((x, up, data))
 
     def flush_held(self, failed: Optional[Exchange]) -> None:
-        """Write what parsing the last read produced for backends, except `failed`'s."""
+        """Write what parsing the last read produced for backends, except `failed`'s: one write
+        per backend connection (a head and the body that came with it leave in one syscall)."""
         held = self.held
         self.held = None
+        per_up: dict = {}
         for x, up, data in held or ():
-            if x is not failed and x.up is up and not up.transport.is_closing():
-                up.transport.write(data)
+            if x is not failed and x.up is up:
+                per_up.setdefault(up, []).append(data)
+        for up, parts in per_up.items():
+            if not up.transport.is_closing():
+                up.transport.writelines(parts)
 
     def eof_received(self) -> Optional[bool]:
         # Half-close from the client: finish what was fully received, then close.

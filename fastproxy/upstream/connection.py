@@ -200,7 +200,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_request = is_head
         self.resp_started = False
         self.framed = False
-        self.transport.write(head)
+        if head:  # (empty: the client connection writes it once the read is parsed)
+            self.transport.write(head)
 
     def release(self, now: float) -> None:
         """Back to the pool if the exchange ended cleanly; otherwise close."""
