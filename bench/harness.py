@@ -140,7 +140,8 @@ def children_of(pid: int) -> list:
 
 
 def core_times() -> dict:
-    """cpu index -> (busy jiffies, total jiffies) from /proc/stat."""
+    """cpu index -> (busy jiffies, total jiffies, steal jiffies) from /proc/stat. Busy includes
+    steal: time the hypervisor gave to other guests, which this machine's cores did not run."""
     out = {}
     with open("/proc/stat") as f:
         for line in f:
@@ -148,17 +149,18 @@ def core_times() -> dict:
             if m:
                 v = [int(x) for x in m.group(2).split()]
                 idle = v[3] + (v[4] if len(v) > 4 else 0)
-                out[m.group(1)] = (sum(v[:8]) - idle, sum(v[:8]))
+                out[m.group(1)] = (sum(v[:8]) - idle, sum(v[:8]), v[7] if len(v) > 7 else 0)
     return out
 
 
-def core_busy(before: dict, after: dict) -> dict:
+def core_busy(before: dict, after: dict, field: int = 0) -> dict:
+    """cpu index -> percent of the interval busy (field 0) or stolen by the hypervisor (field 2)."""
     res = {}
     for k in after:
         if k in before:
-            busy = after[k][0] - before[k][0]
+            part = after[k][field] - before[k][field]
             total = after[k][1] - before[k][1]
-            res[k] = round(100.0 * busy / total, 1) if total else None
+            res[k] = round(100.0 * part / total, 1) if total else None
     return res
 
 
@@ -388,6 +390,7 @@ def measure(servers: dict, target: str, scenario: str, conns: int, seconds: floa
         backend_cpu_us_per_req=round((bcpu1 - bcpu0) / n * 1e6, 2),
         peak_rss_kb=status_kb(pid, "VmHWM"), peak_rss_is_run_peak=hwm_reset,
         core_busy_pct=core_busy(cores0, cores1),
+        core_steal_pct=core_busy(cores0, cores1, 2),
     )
     # CPU time spent on the proxy's core by anything but the proxy: other work on the machine
     # (the other servers here are idle). A large value means the run was disturbed.
@@ -566,6 +569,8 @@ def summarize(runs: list) -> list:
             "cpu_us_per_req_median": med("cpu_us_per_req"), "cpu_util_pct_median": med("cpu_util_pct"),
             "peak_rss_kb_max": max(r["peak_rss_kb"] for r in rs),
             "proxy_core_other_pct_median": med("proxy_core_other_pct"),
+            "steal_pct_max": max((max(v for v in r["core_steal_pct"].values() if v is not None) for r in rs),
+                                 default=None),
             "errors": sum(sum(r["socket_errors"].values()) + r["non2xx"] for r in rs),
         })
     return rows
@@ -579,7 +584,7 @@ def fmt_ms(v: Optional[float]) -> str:
 
 def table(rows: list, idle: list) -> str:
     head = (f"{'scenario':<17} {'server':<24} {'req/s':>9} {'spread':>7} {'x nginx':>8} {'p50':>8} "
-            f"{'p99':>8} {'cpu us/req':>10} {'cpu%':>5} {'peak RSS':>9} {'other%':>6}")
+            f"{'p99':>8} {'cpu us/req':>10} {'cpu%':>5} {'peak RSS':>9} {'other%':>6} {'steal%':>6}")
     lines = [head, "-" * len(head)]
     last = None
     for r in rows:
@@ -591,12 +596,14 @@ def table(rows: list, idle: list) -> str:
         err = f"  ({r['errors']} errors)" if r["errors"] else ""
         o = r["proxy_core_other_pct_median"]
         other = "-" if o is None else f"{o:.0f}"
+        st = r.get("steal_pct_max")
+        steal = "-" if st is None else f"{st:.0f}"
         spread = f"{r['rps_spread_pct']:.1f}%" if r["reps"] > 1 else "-"
         lines.append(
             f"{sc:<17} {LABEL[r['target']]:<24} {r['rps_median']:>9.0f} {spread:>7} "
             f"{ratio:>8} {fmt_ms(r['p50_ms_median']):>8} {fmt_ms(r['p99_ms_median']):>8} "
             f"{r['cpu_us_per_req_median']:>10.1f} {r['cpu_util_pct_median']:>5.0f} "
-            f"{r['peak_rss_kb_max'] / 1024:>7.1f}Mi {other:>6}{err}")
+            f"{r['peak_rss_kb_max'] / 1024:>7.1f}Mi {other:>6} {steal:>6}{err}")
     if idle:
         lines.append("")
         h2 = f"{'idle keep-alive':<17} {'server':<24} {'open':>9} {'alive':>7} {'RSS before':>11} {'RSS after':>10} {'bytes/conn':>10}"
@@ -681,7 +688,7 @@ def main(argv: list) -> int:
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with configs and logs")
     ap.add_argument("--ceiling", default="",
                     help="also measure the bare proxy burning these microseconds of Python per request, "
-                         "e.g. 2,4,8 (the ceiling experiment; bench/README.md)")
+                         "e.g. 2,4,8, in the GET scenario (the ceiling experiment; bench/README.md)")
     a = ap.parse_args(argv)
     ceiling = add_ceiling_targets([float(v) for v in a.ceiling.split(",") if v])
     reps = a.reps or (1 if a.quick else 3)
@@ -735,6 +742,8 @@ def main(argv: list) -> int:
             order = targets[rep - 1:] + targets[:rep - 1]  # rotate who goes first
             for s, c in plan:
                 for t in order:
+                    if t in ceiling and s != "get":
+                        continue  # the ceiling experiment is about the per-request cost
                     r = measure(servers, t, s, c, dur if s == "get" else bdur)
                     r["rep"] = rep
                     runs.append(r)
