@@ -60,6 +60,7 @@ TARGETS = [
     ("bare", "bare uvloop proxy (floor)"),
 ]
 LABEL = dict(TARGETS)
+CEILING_WORK: dict = {}  # ceiling target name -> microseconds of Python it burns per request
 
 
 def add_ceiling_targets(work_us: list) -> list:
@@ -71,6 +72,7 @@ def add_ceiling_targets(work_us: list) -> list:
         PORTS[name] = 19086 + i
         TARGETS.append((name, f"floor + {us:g} us Python"))
         LABEL[name] = TARGETS[-1][1]
+        CEILING_WORK[name] = us
         names.append(name)
     return names
 
@@ -313,7 +315,7 @@ def start_servers(work: Path, keepalive: int, pidfile: Optional[Path], python: s
     servers["bare"] = s
     for name in ceiling:
         s = Server(name, [python, str(BENCH / "bare_proxy.py"), str(PORTS[name]), str(PORTS["backend"]),
-                          name[5:-2]], PROXY_CORE, work, pidfile)
+                          f"{CEILING_WORK[name]:g}"], PROXY_CORE, work, pidfile)
         s.start(ready_line="bare proxy ready")
         servers[name] = s
     return servers
