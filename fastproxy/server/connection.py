@@ -46,7 +46,9 @@ REQUEST_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"t
                           b"x-forwarded-host", b"x-forwarded-proto", b"proxy-authorization"))
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER = 2.0  # seconds a closing connection keeps reading (and dropping) what the client sends
-_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"user-agent"))
+_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"user-agent", b"connection"))
+# Connection values that name no header beyond the hop-by-hop ones dropped anyway.
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive"))
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("w", "transport", "parser", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind", "closing",
@@ -252,12 +254,13 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         x = self.cur
-        limit = self.w.snap.protocol
+        headers = x.headers
         size = len(name) + len(value) + 4
-        self.head_size += size
-        if size > limit.max_header_size or self.head_size > limit.max_head_size:
-            raise HTTPError(431, "request header too large")
-        if len(x.headers) >= limit.max_headers:
+        self.head_size = head_size = self.head_size + size
+        limit = self.w.snap.protocol
+        if size > limit.max_header_size or head_size > limit.max_head_size or len(headers) >= limit.max_headers:
+            if size > limit.max_header_size or head_size > limit.max_head_size:
+                raise HTTPError(431, "request header too large")
             raise HTTPError(431, "too many request headers")
         lname = name.lower()
         if lname in _FRAMING:  # the few names with rules; most headers skip the chain below
@@ -278,9 +281,11 @@ class ClientConnection(asyncio.Protocol):
                     x.expect = True
                 else:
                     raise HTTPError(417, "unsupported Expect")
+            elif lname == b"connection":  # its options name more hop-by-hop headers (attach)
+                x.conn_opts = value if x.conn_opts is None else x.conn_opts + b"," + value
             elif x.ua is None:  # user-agent: the first one is judged, as KrakenD's detector does
                 x.ua = value
-        x.headers.append((lname, name, value))
+        headers.append((lname, name, value))
 
     def on_headers_complete(self) -> None:
         x = self.cur
@@ -533,19 +538,22 @@ class ClientConnection(asyncio.Protocol):
         if x.up_extra is not None:
             parts.append(x.up_extra)
         if route.forward_headers:
-            conn_tokens = None
-            for lname, name, value in x.headers:
-                if lname == b"connection":
-                    conn_tokens = {v.strip().lower() for v in value.split(b",")}
-            for lname, name, value in x.headers:
-                if lname not in REQUEST_DROP and (conn_tokens is None or lname not in conn_tokens):
-                    parts.append(name + b": " + value + b"\r\n")
+            opts = x.conn_opts
+            if opts is None or opts in _PLAIN_CONNECTION:
+                for lname, name, value in x.headers:
+                    if lname not in REQUEST_DROP:
+                        parts += (name, b": ", value, b"\r\n")
+            else:
+                conn_tokens = {v.strip().lower() for v in opts.split(b",")}
+                for lname, name, value in x.headers:
+                    if lname not in REQUEST_DROP and lname not in conn_tokens:
+                        parts += (name, b": ", value, b"\r\n")
         else:
             names = route.header_names
             if names:
                 for lname, name, value in x.headers:
                     if lname in names and lname not in REQUEST_DROP:
-                        parts.append(name + b": " + value + b"\r\n")
+                        parts += (name, b": ", value, b"\r\n")
         if x.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         elif x.cl > 0:

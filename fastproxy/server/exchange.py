@@ -28,7 +28,7 @@ class Exchange:
     # Class-level defaults, no __slots__: a new exchange sets two attributes instead of forty,
     # and the fields that keep their default are never written (neutral within noise on
     # bench/micro_request.py). Fields, by phase: head (method, url, version, headers,
-    # keep_alive, host, host_count, cl, chunked, expect, ua, path, query), body (body_done,
+    # keep_alive, host, host_count, cl, chunked, expect, ua, conn_opts, path, query), body (body_done,
     # body_size, body_buf, body_sent), policies (route, params, rest, client_ip, rl, up_extra),
     # backend (up, target, breaker, ticket, retried, started), response (phase, status,
     # resp_mode, head_sent, out, reason, error, recorded).
@@ -42,6 +42,7 @@ class Exchange:
     chunked = False
     expect = False
     ua: Optional[bytes] = None
+    conn_opts: Optional[bytes] = None  # the Connection header's value(s), comma-joined
     path = b""
     query = b""
     body_done = False

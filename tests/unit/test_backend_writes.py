@@ -2,7 +2,8 @@
 
 The client protocol is driven with recording transports (no sockets): a request whose head and
 body arrive in one read must reach its backend connection in one write call (one syscall),
-including when the read is parsed in slices; a request refused within the read sends nothing.
+including when the read is parsed in slices; a request refused within the read sends nothing;
+the headers a client's Connection header names are not forwarded.
 """
 
 import asyncio
@@ -62,7 +63,8 @@ def proxy(tmp_path):
     cfg = {"version": 3, "port": 0, "host": ["http://127.0.0.1:9"],
            "extra_config": {"fastproxy": {"max_head_size": 4096}},
            "endpoints": [{"endpoint": "/post", "method": "POST", "backend": [{"url_pattern": "/post"}]},
-                         {"endpoint": "/get", "backend": [{"url_pattern": "/get"}]}]}
+                         {"endpoint": "/get", "backend": [{"url_pattern": "/get"}]},
+                         {"endpoint": "/fwd", "input_headers": ["*"], "backend": [{"url_pattern": "/fwd"}]}]}
     snap = compile_config(json.loads(json.dumps(cfg)), source="test")
     w = Worker(snap, loop)
     pool = w.pool(snap.route_list[0].targets[0])
@@ -128,3 +130,22 @@ def test_a_request_refused_within_the_read_sends_nothing_upstream(proxy):
                          b"5\r\nhello\r\nzz\r\n")
     assert up_t.calls == []
     assert client_t.data().startswith(b"HTTP/1.1 400 ")
+
+
+def test_headers_named_by_every_connection_header_are_dropped(proxy):
+    client, _, up_t = proxy
+    client.data_received(b"GET /fwd HTTP/1.1\r\nHost: a\r\nConnection: X-A\r\nX-A: 1\r\n"
+                         b"connection: keep-alive, x-b\r\nX-B: 2\r\nX-C: 3\r\nKeep-Alive: 5\r\n\r\n")
+    head = up_t.data().lower()
+    assert head.startswith(b"get /fwd http/1.1\r\n")
+    for gone in (b"\r\nx-a:", b"\r\nx-b:", b"\r\nconnection:", b"\r\nkeep-alive:"):
+        assert gone not in head, head
+    assert b"\r\nx-c: 3\r\n" in head
+
+
+def test_plain_keep_alive_connection_forwards_the_other_headers(proxy):
+    client, _, up_t = proxy
+    client.data_received(b"GET /fwd HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nX-C: 3\r\n"
+                         b"Accept: */*\r\n\r\n")
+    head = up_t.data()
+    assert b"\r\nX-C: 3\r\nAccept: */*\r\n" in head and b"Connection" not in head
