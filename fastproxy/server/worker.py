@@ -22,6 +22,7 @@ from fastproxy import metrics as metrics_mod
 from fastproxy.config.compile import Snapshot, load
 from fastproxy.config.load import ConfigError
 from fastproxy.http.response import DateCache
+from fastproxy.server import malloc
 from fastproxy.server.connection import ClientConnection
 from fastproxy.upstream.connection import Pool
 from fastproxy.upstream.dns import DNSCache
@@ -255,6 +256,7 @@ def run_worker(snap: Snapshot, config_path: Optional[str], sock: Optional[socket
     """Run one worker until drained. Returns the process exit code."""
     import uvloop
 
+    malloc.tune()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
