@@ -258,9 +258,9 @@ class ClientConnection(asyncio.Protocol):
         size = len(name) + len(value) + 4
         self.head_size = head_size = self.head_size + size
         limit = self.w.snap.protocol
-        if size > limit.max_header_size or head_size > limit.max_head_size or len(headers) >= limit.max_headers:
-            if size > limit.max_header_size or head_size > limit.max_head_size:
-                raise HTTPError(431, "request header too large")
+        if size > limit.max_header_size or head_size > limit.max_head_size:
+            raise HTTPError(431, "request header too large")
+        if len(headers) >= limit.max_headers:
             raise HTTPError(431, "too many request headers")
         lname = name.lower()
         if lname in _FRAMING:  # the few names with rules; most headers skip the chain below
@@ -539,15 +539,12 @@ class ClientConnection(asyncio.Protocol):
             parts.append(x.up_extra)
         if route.forward_headers:
             opts = x.conn_opts
-            if opts is None or opts in _PLAIN_CONNECTION:
-                for lname, name, value in x.headers:
-                    if lname not in REQUEST_DROP:
-                        parts += (name, b": ", value, b"\r\n")
-            else:
-                conn_tokens = {v.strip().lower() for v in opts.split(b",")}
-                for lname, name, value in x.headers:
-                    if lname not in REQUEST_DROP and lname not in conn_tokens:
-                        parts += (name, b": ", value, b"\r\n")
+            drop = REQUEST_DROP
+            if opts is not None and opts not in _PLAIN_CONNECTION:  # names more headers to drop
+                drop = drop | {v.strip().lower() for v in opts.split(b",")}
+            for lname, name, value in x.headers:
+                if lname not in drop:
+                    parts += (name, b": ", value, b"\r\n")
         else:
             names = route.header_names
             if names:
