@@ -17,7 +17,6 @@ nothing.
 """
 
 import ctypes
-import ctypes.util
 import os
 from typing import Optional
 
@@ -34,13 +33,9 @@ def tune(environ: Optional[dict] = None) -> bool:
     env = os.environ if environ is None else environ
     if any(name in env for name in _OPERATOR_VARIABLES):
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    except (OSError, AttributeError):  # no mallopt: not glibc
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
