@@ -14,14 +14,9 @@ import time
 import pytest
 
 from tests.integration.netutil import Client, build, rss_kib
+from tests.configutil import JUJU_PROXY, JUJU_ROUTER, PROXY, RL, SF_ITEM, SVC
 from tests.support import Proxy, config, ep, free_port, get
 
-RL = "qos/ratelimit/router"
-SVC = "qos/ratelimit/service"
-PROXY = "qos/ratelimit/proxy"
-JUJU_ROUTER = "github.com/devopsfaith/krakend-ratelimit/juju/router"
-JUJU_PROXY = "github.com/devopsfaith/krakend-ratelimit/juju/proxy"
-SF_ITEM = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"(?:;[a-z*][a-z0-9_.*-]*=-?[0-9]{1,15})*$')
 
 FLOOD_KEYS = 20_000
 FLOOD_MAX_CLIENTS = 1000

@@ -19,11 +19,11 @@ import time
 
 import pytest
 
+from tests.configutil import RL
 from tests.support import ROOT, Proxy, config, ep, free_port, get
 
 RRL = "qos/ratelimit/router/redis"
 RSVC = "qos/ratelimit/service/redis"
-RL = "qos/ratelimit/router"
 POOL = "shared"
 TIMEOUT_MS = 50
 ANSWER_BOUND = 0.5  # every answer while Redis is down or paused: timeout (50 ms) + a wide margin

@@ -14,6 +14,7 @@ import pytest
 from fastproxy.config.compile import QUERY_ALL, QUERY_LIST, QUERY_NONE, compile_config, load
 from fastproxy.config.durations import parse_duration
 from fastproxy.config.load import ConfigError, load_file
+from tests.configutil import errors_of
 
 HOST = "http://127.0.0.1:8081"
 
@@ -25,12 +26,6 @@ def cfg(*endpoints: dict, **root) -> dict:
 def ep(path: str = "/a", url_pattern: str = None, **kw) -> dict:
     backend = {"url_pattern": url_pattern or path, **kw.pop("backend", {})}
     return {"endpoint": path, "backend": [backend], **kw}
-
-
-def errors_of(raw) -> list:
-    with pytest.raises(ConfigError) as exc:
-        compile_config(raw)
-    return exc.value.problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,26 +8,17 @@ route's `checks` in order, stopping at the first Rejection, then (if all passed)
 """
 
 import math
-import re
 
 import pytest
 
 from fastproxy.limits.headers import rl_headers, rl_pairs
 from fastproxy import policies
 from fastproxy.config.compile import compile_config
-from fastproxy.config.load import ConfigError
 from fastproxy.limits.policy import ClientLimit, Limit
 from fastproxy.policies import Rejection
+from tests.configutil import JUJU_PROXY, JUJU_ROUTER, PROXY, RL, SF_ITEM, SVC, assert_problem, errors_of
 
 HOST = "http://127.0.0.1:8081"
-RL = "qos/ratelimit/router"
-SVC = "qos/ratelimit/service"
-PROXY = "qos/ratelimit/proxy"
-JUJU_ROUTER = "github.com/devopsfaith/krakend-ratelimit/juju/router"
-JUJU_PROXY = "github.com/devopsfaith/krakend-ratelimit/juju/proxy"
-
-# RFC 9651 sf-item: an sf-string bare item with parameters whose values are sf-integers.
-SF_ITEM = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"(?:;[a-z*][a-z0-9_.*-]*=-?[0-9]{1,15})*$')
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -58,12 +49,6 @@ def compile_(raw: dict, now: float = 0.0, workers: int = 1):
 def one(block: dict, path: str = "/a", now: float = 0.0, workers: int = 1):
     """The single route of a config with `block` as its `qos/ratelimit/router`."""
     return compile_(cfg(ep(path, {RL: block})), now, workers).route_list[0]
-
-
-def errors_of(raw: dict) -> list:
-    with pytest.raises(ConfigError) as exc:
-        compile_config(raw)
-    return exc.value.problems
 
 
 class X:
@@ -483,10 +468,7 @@ EP0 = f'$.endpoints[0].extra_config["{RL}"]'
      f'$.endpoints[0].backend[0].extra_config["{JUJU_PROXY}"].max_rate', ["above 0", "-3"]),
 ])
 def test_config_error_names_the_json_path_and_what_was_found(raw, path, words):
-    problems = errors_of(raw)
-    hits = [p for p in problems if p.startswith(path + ":")]
-    assert hits, problems
-    assert any(all(w in p for w in words) for p in hits), (hits, words)
+    assert_problem(errors_of(raw), path, words)
 
 
 def test_every_rate_limit_error_of_a_file_is_listed_at_once():
