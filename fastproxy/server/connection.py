@@ -20,7 +20,6 @@ Rules this module keeps:
 """
 
 import asyncio
-import socket
 from typing import Any, Optional
 
 import httptools
@@ -34,7 +33,7 @@ from fastproxy.policies import Rejection
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
 from fastproxy.server.exchange import (CHECKING, DL_HEAD, DL_IDLE, DL_LINGER, DL_NONE, DL_UPSTREAM, DONE, QUEUED,
                                        STREAMING, WAITING, Exchange)
-from fastproxy.upstream.connection import ConnectError
+from fastproxy.upstream.connection import ConnectError, set_nodelay
 
 PIPELINE_BUFFER = 64 * 1024
 PIPELINE_DEPTH = 64  # queued requests per connection beyond which reading pauses
@@ -90,12 +89,7 @@ class ClientConnection(asyncio.Protocol):
                 ip = ip[7:]
             self.peer = ip
             self.peer_b = ip.encode()
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(transport)
         w.connection_opened(self)
         self.deadline = w.clock() + w.snap.protocol.idle_timeout
         self.dl_kind = DL_IDLE

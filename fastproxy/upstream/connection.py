@@ -31,6 +31,17 @@ _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close")
 IDLE, BUSY, CLOSED = 0, 1, 2
 
 
+def set_nodelay(transport: Any) -> None:
+    """No Nagle delay on a TCP transport (heads and small bodies go out at once); a no-op for
+    others (Unix sockets, fakes in tests)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "x", "state", "released_at", "headers",
                  "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest", "reused",
@@ -60,12 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.x is None:
