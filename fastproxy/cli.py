@@ -33,8 +33,11 @@ def main(argv: Optional[list] = None) -> int:
     try:
         snap = load(args.config)
     except ConfigError as exc:
-        print(f"fastproxy: configuration {args.config} is not valid ({len(exc.problems)} error"
-              f"{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
+        n, w = len(exc.problems), len(exc.warnings)
+        print(f"fastproxy: configuration {args.config} is not valid ({n} error{'s' if n != 1 else ''}, "
+              f"{w} warning{'s' if w != 1 else ''}):", file=sys.stderr)
+        for warning in exc.warnings:  # shown too: a migrating user sees everything at once
+            print(f"  warning: {warning}", file=sys.stderr)
         for problem in exc.problems:
             print(f"  error: {problem}", file=sys.stderr)
         return 1
@@ -53,6 +56,10 @@ def main(argv: Optional[list] = None) -> int:
             print(f"fastproxy: -p expects a port 0-65535, found {args.port}", file=sys.stderr)
             return 1
         snap.port = args.port
+        if snap.admin_port and snap.admin_port == snap.port:
+            print(f"fastproxy: -p {args.port} is the admin port (extra_config.fastproxy.admin.port): choose another",
+                  file=sys.stderr)
+            return 1
     if args.workers is not None:
         if args.workers < 1:
             print(f"fastproxy: -w expects at least 1 worker, found {args.workers}", file=sys.stderr)

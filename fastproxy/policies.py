@@ -6,11 +6,14 @@ order) and a `check(x, now)` method returning None to pass or a Rejection. Handl
 by namespace name once, at compile time; a route whose namespaces are absent gets an empty chain
 and runs no policy code at all.
 
-Namespaces that KrakenD knows and fastproxy does not implement are reported as warnings, never
-silently dropped, so `fastproxy check` tells a migrating user exactly what will be ignored.
+Namespaces that KrakenD knows and fastproxy does not implement are never silently dropped: those
+that guard access are errors (`config/namespaces.py`, fail closed), the others warnings, so
+`fastproxy check` tells a migrating user exactly what will be ignored.
 """
 
 from typing import Any, Callable
+
+from fastproxy.config import namespaces
 
 # SPEC §3: IP filter → geofence → bot detector (service, then endpoint) → service rate limit →
 # tiered limit → endpoint client limit → endpoint limit → backend rate limit → circuit breaker.
@@ -46,37 +49,13 @@ class CompileContext:
         self.client_ip: Any = None
         self.current_path = ""  # the namespace being compiled, for errors found across handlers
         self.shared: dict = {}  # objects several handlers share in one compile (GeoIP readers, Redis pools)
+        self.ignore: frozenset = frozenset()  # the fastproxy setting ignore_unsupported
 
 
 Handler = Callable[[Any, str, CompileContext, Any], list]
 HANDLERS: dict[str, dict[str, Handler]] = {"service": {}, "endpoint": {}, "backend": {}}
 ALIASES: dict[str, str] = {}
 
-# KrakenD namespaces (CE and EE) that fastproxy recognises but does not implement.
-UNIMPLEMENTED = {
-    "auth/validator", "auth/signer", "auth/revoker", "auth/api-keys", "auth/basic", "auth/jose",
-    "auth/client-credentials", "auth/gcp", "auth/ntlm", "validation/cel", "validation/json-schema",
-    "validation/response-json-schema", "security/cors", "security/http", "security/policies",
-    "modifier/lua-proxy", "modifier/lua-endpoint", "modifier/lua-backend", "modifier/martian",
-    "modifier/jmespath", "modifier/response-body-generator", "modifier/request-body-generator",
-    "modifier/body-generator", "proxy", "websocket", "backend/http", "backend/http/client",
-    "backend/amqp/consumer", "backend/amqp/producer", "backend/pubsub/subscriber",
-    "backend/pubsub/publisher", "backend/lambda", "backend/grpc", "backend/graphql", "backend/soap",
-    "backend/static-filesystem", "backend/conditional", "qos/http-cache", "plugin/req-resp-modifier",
-    "plugin/http-client", "telemetry/logging", "telemetry/metrics", "telemetry/opencensus",
-    "telemetry/opentelemetry", "telemetry/opentelemetry-security", "telemetry/influx",
-    "telemetry/gelf", "telemetry/newrelic", "telemetry/moesif", "telemetry/ganalytics",
-    "server/static-filesystem", "server/virtualhost", "grpc", "documentation/openapi",
-    "documentation/mcp", "governance/quota", "governance/processors", "ai/llm", "ai/mcp",
-    "github_com/devopsfaith/krakend-cors", "github_com/devopsfaith/krakend-gologging",
-    "github_com/devopsfaith/krakend-metrics", "github_com/devopsfaith/krakend-opencensus",
-    "github.com/devopsfaith/krakend-httpsecure", "github.com/devopsfaith/krakend-lua/router",
-    "github.com/devopsfaith/krakend-lua/proxy", "github.com/devopsfaith/krakend-martian",
-    "github.com/devopsfaith/krakend-jose/validator", "github.com/devopsfaith/krakend-jose/signer",
-    "github.com/devopsfaith/krakend/proxy", "github.com/devopsfaith/krakend/transport/http/client/executor",
-    "github.com/devopsfaith/krakend-cel", "github.com/devopsfaith/krakend-jsonschema",
-    "github.com/devopsfaith/krakend-httpcache",
-}
 # Keys that are ours or handled outside the handler table.
 HANDLED_ELSEWHERE = {"service": {"fastproxy", "router", "redis"}, "endpoint": set(), "backend": set()}
 
@@ -91,12 +70,30 @@ def register(level: str, namespace: str, *aliases: str) -> Callable[[Handler], H
     return deco
 
 
+LEVEL_WORDS = {"service": "at the root (service level)", "endpoint": "on endpoints", "backend": "on backends"}
+
+
+def known_namespaces() -> set[str]:
+    """Every namespace name fastproxy recognises, implemented or not (for "did you mean")."""
+    _load_handlers()
+    names = {n for h in HANDLERS.values() for n in h} | set(ALIASES)
+    names |= {n for h in HANDLED_ELSEWHERE.values() for n in h}
+    return names | set(namespaces.GUARDS) | set(namespaces.GUARD_ALIASES) | namespaces.IGNORABLE
+
+
 def compile_level(level: str, extra: dict, path: str, ctx: CompileContext, route: Any = None) -> list:
-    """Compile every namespace of one `extra_config` block; return its policy objects."""
+    """Compile every namespace of one `extra_config` block; return its policy objects.
+
+    Guards fastproxy does not implement are left to `namespaces.fail_closed`, which sees the
+    whole file. A control (limit, filter, breaker) placed at a level that does not read it, or
+    a misspelt one, is an error: as written it controls nothing.
+    """
     _load_handlers()
     out: list = []
     if not isinstance(extra, dict):
         return out
+    label = f"{route.method} {route.name}" if route is not None else ""
+    p = ctx.problems
     for ns, block in extra.items():
         name = ALIASES.get(ns, ns)
         handler = HANDLERS[level].get(name)
@@ -104,14 +101,40 @@ def compile_level(level: str, extra: dict, path: str, ctx: CompileContext, route
         if handler is not None:
             ctx.current_path = npath
             out.extend(handler(block, npath, ctx, route))
-        elif ns in HANDLED_ELSEWHERE[level]:
+        elif ns in HANDLED_ELSEWHERE[level] or namespaces.is_comment(ns) or namespaces.canonical(ns) in namespaces.GUARDS:
             continue
-        elif name in UNIMPLEMENTED or any(name in h for h in HANDLERS.values()):
-            where = "" if name in UNIMPLEMENTED else f" at the {level} level"
-            ctx.problems.warn(npath, f"recognised KrakenD namespace, not implemented by fastproxy{where}: ignored")
+        elif name in namespaces.IGNORABLE:
+            _ignored(ctx, ns, npath, "recognised KrakenD namespace, not implemented by fastproxy: ignored", label)
+        elif any(name in h for h in HANDLERS.values()):
+            where = " and ".join(LEVEL_WORDS[lv] for lv, h in HANDLERS.items() if name in h)
+            p.error(npath, f"`{ns}` is read {where}, not {LEVEL_WORDS[level]}: placed here it controls nothing "
+                           "(KrakenD ignores it here too); move it")
         else:
-            ctx.problems.warn(npath, "unknown namespace: ignored")
+            _unknown(ns, npath, ctx, label)
     return out
+
+
+def _unknown(ns: str, npath: str, ctx: CompileContext, label: str) -> None:
+    p = ctx.problems
+    hit = namespaces.closest(ns, known_namespaces())
+    implemented = hit is not None and (hit in ALIASES or any(hit in h for h in HANDLERS.values())
+                                       or any(hit in h for h in HANDLED_ELSEWHERE.values()))
+    if hit is not None and (implemented or namespaces.is_control(hit) or namespaces.is_control(ns)):
+        p.error(npath, f"unknown namespace: did you mean `{hit}`? (as written, the control it names is off)")
+    elif namespaces.is_control(ns) and ns not in ctx.ignore:
+        p.error(npath, "unknown namespace in a family that guards access or limits traffic "
+                       f"({ns.split('/')[0]}/...): fastproxy cannot tell what it would leave unprotected. Remove it, "
+                       f'or accept the loss with "ignore_unsupported": ["{ns}"] in extra_config["fastproxy"]')
+    else:
+        _ignored(ctx, ns, npath, f"unknown namespace: ignored{namespaces.did_you_mean(ns, known_namespaces())}", label)
+
+
+def _ignored(ctx: CompileContext, ns: str, npath: str, msg: str, label: str) -> None:
+    """A warning; on an endpoint or backend, one per namespace naming every endpoint it is on."""
+    if label:
+        ctx.problems.note(f"namespace {ns}", npath, msg, label)
+    else:
+        ctx.problems.warn(npath, msg)
 
 
 def order(checks: list) -> tuple:

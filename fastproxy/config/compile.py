@@ -11,32 +11,72 @@ Extension: a namespace in `extra_config` is compiled by the handler registered f
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import msgspec
 
 from fastproxy.config import schema
-from fastproxy.config.durations import parse_duration
-from fastproxy.config.load import ConfigError, load_file
+from fastproxy.config.durations import DAY, MAX_DURATION, parse_duration
+from fastproxy.config.load import ConfigError, load_file, with_positions
+from fastproxy.config.namespaces import closest, did_you_mean, fail_closed, is_comment
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+MAX_WORKERS = 512  # processes per instance; more is a typo, not a machine
+RESERVED_PATHS = ("/__health",)  # answered by fastproxy itself (lura refuses them too)
 
 
 class Problems:
-    """Collects errors and warnings, each prefixed with its JSON path."""
+    """Collects errors and warnings, each prefixed with its JSON path.
+
+    `note` gathers warnings of one kind (an ignored field, an encoding that differs from
+    KrakenD's) over many endpoints; `finish` turns each kind into one warning that names every
+    endpoint it affects, so a 140-endpoint file shows a kind once, not 140 times.
+    """
 
     def __init__(self, source: str = "") -> None:
         self.source = source
         self.errors: list[str] = []
         self.warnings: list[str] = []
+        self.notes: dict[str, tuple[str, str, list[str]]] = {}  # kind -> (first path, message, endpoints)
 
     def error(self, path: str, msg: str) -> None:
         self.errors.append(f"{path}: {msg}")
 
     def warn(self, path: str, msg: str) -> None:
         self.warnings.append(f"{path}: {msg}")
+
+    def note(self, kind: str, path: str, msg: str, endpoint: str) -> None:
+        first = self.notes.setdefault(kind, (path, msg, []))
+        if endpoint not in first[2]:
+            first[2].append(endpoint)
+
+    def finish(self) -> None:
+        for path, msg, endpoints in self.notes.values():
+            n = len(endpoints)
+            self.warn(path, f"{msg}; {n} endpoint{'s' if n != 1 else ''}: {', '.join(endpoints)}")
+        self.notes = {}
+
+    def fields(self, raw: Any, typ: type, path: str, known_ignored: frozenset = frozenset()) -> None:
+        """Report the keys of a control block (a limit, filter or breaker) that `typ` does not
+        read. A key close to a field name ("did you mean") is an error: the field it means is
+        silently at its default otherwise. Comments (`@...`) pass."""
+        if not isinstance(raw, dict):
+            return
+        known = typ.__struct_encode_fields__  # the names as written in the file (renames applied)
+        for key in raw:
+            if key in known or is_comment(key):
+                continue
+            where = f"{path}.{key}"
+            if key in known_ignored:
+                self.warn(where, "recognised KrakenD field, not needed by fastproxy: ignored")
+                continue
+            hit = closest(key, known)
+            if hit is not None:
+                self.error(where, f"unknown field: did you mean `{hit}`? (as written, `{hit}` is at its default)")
+            else:
+                self.warn(where, f"unknown field: ignored{did_you_mean(key, known)}")
 
     def convert(self, raw: Any, typ: type, path: str, partial: bool = False) -> Any:
         """msgspec.convert with the error re-rooted at `path`; None when invalid.
@@ -70,7 +110,24 @@ class Problems:
                 return value if (partial or not failed) else None
         return None
 
-    def duration(self, raw: Any, path: str, default: float, positive: bool = False) -> float:
+    def control_block(self, raw: Any, typ: type, path: str) -> Any:
+        """A limit, filter or breaker block: its fields checked (`fields`), then converted."""
+        self.fields(raw, typ, path)
+        return self.convert(raw, typ, path)
+
+    def each(self, items: list, path: str, check: Callable[[Any], Any]) -> bool:
+        """Run `check` on every item; each ValueError is an error at `path[i]`. All are reported."""
+        ok = True
+        for i, item in enumerate(items):
+            try:
+                check(item)
+            except ValueError as exc:
+                self.error(f"{path}[{i}]", str(exc))
+                ok = False
+        return ok
+
+    def duration(self, raw: Any, path: str, default: float, positive: bool = False,
+                 maximum: float = MAX_DURATION) -> float:
         if raw is None:
             return default
         try:
@@ -81,12 +138,19 @@ class Problems:
         if value < 0 or (positive and value == 0):
             self.error(path, f"expected a {'positive' if positive else 'non-negative'} duration, found {raw!r}")
             return default
+        if value > maximum:
+            self.error(path, f"expected a duration of at most {_shown(maximum)}, found {raw!r}")
+            return default
         return value
 
     def positive_int(self, value: int, path: str, minimum: int = 1) -> int:
         if value < minimum:
             self.error(path, f"expected an integer >= {minimum}, found {value}")
         return value
+
+
+def _shown(seconds: float) -> str:
+    return f"{seconds / DAY:g} days" if seconds > DAY else f"{seconds / 3600:g}h"
 
 
 def _struct_at(typ: Any, rest: str) -> Any:
@@ -130,8 +194,10 @@ def _explain(msg: str, typ: Any, path: str, rest: str) -> tuple[str, str]:
     if msg.startswith("Object contains unknown field `"):
         name = msg.split("`")[1]
         struct = _struct_at(typ, rest)
-        known = ", ".join(sorted(struct.__struct_fields__)) if struct is not None else ""
-        return f"{where}.{name}", f"unknown setting: expected one of {known}" if known else "unknown field"
+        if struct is None:
+            return f"{where}.{name}", "unknown field"
+        hint = did_you_mean(name, struct.__struct_fields__)
+        return f"{where}.{name}", f"unknown setting{hint}: expected one of {', '.join(sorted(struct.__struct_fields__))}"
     return where, msg[:1].lower() + msg[1:]
 
 
@@ -250,6 +316,12 @@ def _template(url_pattern: str, params: set, path: str, problems: Problems) -> O
         if i:
             parts.append(rest[:i].encode())
         name = rest[i + 1:j]
+        if name.startswith(("JWT.", "resp")) and name not in params:
+            what = ("a claim of the validated token (auth/validator propagation)" if name.startswith("JWT.")
+                    else "a value of an earlier backend's response (the sequential proxy)")
+            problems.error(path, f"placeholder {{{name}}} is KrakenD's placeholder for {what}, which fastproxy does "
+                                 f"not implement: expected a parameter of the endpoint, found {{{name}}}")
+            return None
         if name not in params:
             known = ", ".join(f"{{{p}}}" for p in sorted(params)) or "none"
             problems.error(path, f"placeholder {{{name}}} is not a parameter of the endpoint: expected one of its "
@@ -270,7 +342,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         raise ConfigError([f"$: expected an object at the top level, found {found}"])
     root = problems.convert(raw, schema.Root, "$", partial=True)
     if root is None:
-        raise ConfigError(problems.errors)
+        raise ConfigError(problems.errors, problems.warnings)
+    root_encoding = raw.get("output_encoding") if isinstance(raw.get("output_encoding"), str) else "json"
     if root.version != 3:
         problems.error("$.version", f"expected 3 (KrakenD v2 format), found {root.version}")
     if not 0 <= root.port <= 65535:
@@ -285,12 +358,14 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         problems.warn("$.response_header_timeout",
                       "not used by fastproxy: the endpoint timeout bounds the wait for the response head")
     for key in raw:
-        if key == "$schema" or (key == "output_encoding" and raw[key] == "no-op"):
-            continue  # no-op: what fastproxy does anyway
+        if is_comment(key) or (key == "output_encoding" and raw[key] == "no-op"):
+            continue  # comments ($schema, @comment); no-op: what fastproxy does anyway
         if key in schema.IGNORED_ROOT_FIELDS:
             problems.warn(f"$.{key}", "recognised KrakenD field, not implemented by fastproxy: ignored")
         elif key not in schema.Root.__struct_fields__:
-            problems.warn(f"$.{key}", "unknown field: ignored")
+            known = set(schema.Root.__struct_fields__) | schema.IGNORED_ROOT_FIELDS
+            problems.warn(f"$.{key}", f"unknown field: ignored{did_you_mean(key, known)}")
+    _templates(raw, "$", problems)
 
     extra = root.extra_config
     settings = problems.convert(extra.get("fastproxy", {}), schema.Settings, '$.extra_config["fastproxy"]', partial=True)
@@ -302,6 +377,11 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
                  "max_connections"):
         problems.positive_int(getattr(settings, name), f"{sp}.{name}")
     problems.positive_int(settings.workers, f"{sp}.workers")
+    if settings.workers > MAX_WORKERS:
+        problems.error(f"{sp}.workers", f"expected at most {MAX_WORKERS} worker processes, found {settings.workers}")
+    if settings.admin.port and settings.admin.port == root.port:
+        problems.error(f"{sp}.admin.port", f"expected a port other than the main port {root.port}: the admin "
+                                           "listener (/metrics) would share the proxy's port")
     if settings.max_idle_per_host is not None and settings.max_idle_per_host < 0:
         problems.error(f"{sp}.max_idle_per_host", f"expected an integer >= 0, found {settings.max_idle_per_host}")
     if not 0 <= settings.admin.port <= 65535:
@@ -333,6 +413,7 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     default_timeout = problems.duration(root.timeout, "$.timeout", 2.0, True)
 
     ctx = policies.CompileContext(problems, raw_root=raw, root=root, router=router_opts)
+    ctx.ignore = frozenset(settings.ignore_unsupported)
     from fastproxy.security.policy import client_ip_resolver
 
     ctx.client_ip = client_ip_resolver(ctx)
@@ -348,8 +429,13 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         ep = problems.convert(raw_ep, schema.Endpoint, ep_path, partial=True)
         if ep is None:
             continue
-        _warn_fields(problems, raw_ep, ep_path, schema.Endpoint, schema.IGNORED_ENDPOINT_FIELDS)
+        label = f"{ep.method.upper()} {ep.endpoint}"
+        _warn_fields(problems, raw_ep, ep_path, schema.Endpoint, schema.IGNORED_ENDPOINT_FIELDS, label)
         usable = True  # false once an error makes this endpoint unroutable; checking goes on
+        if ep.endpoint.rstrip("/") in RESERVED_PATHS:
+            problems.error(f"{ep_path}.endpoint", f"{ep.endpoint!r} is reserved: fastproxy answers it itself "
+                                                  "(health check); choose another path")
+            usable = False
         try:
             segments, wildcard = parse_pattern(ep.endpoint)
         except PatternError as exc:
@@ -359,9 +445,11 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         if method not in METHODS:
             problems.error(f"{ep_path}.method", f"expected one of {', '.join(sorted(METHODS))}, found {ep.method!r}")
             usable = False
-        if ep.output_encoding not in (None, "no-op"):
-            problems.warn(f"{ep_path}.output_encoding",
-                          f"{ep.output_encoding!r} is not implemented: the response is streamed as 'no-op'")
+        encoding = ep.output_encoding or root_encoding
+        if encoding != "no-op":
+            where = f"{ep_path}.output_encoding" if ep.output_encoding else ep_path
+            problems.note(f"output_encoding {encoding}", where, ENCODING_NOTE.format(
+                encoding=encoding, default=" (KrakenD's default)" if encoding == "json" else ""), label)
         if len(ep.backend) != 1:
             problems.error(f"{ep_path}.backend",
                            f"expected exactly one backend (fastproxy streams like KrakenD's no-op), found {len(ep.backend)}")
@@ -370,10 +458,14 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         be = problems.convert(ep.backend[0], schema.Backend, be_path, partial=True)
         if be is None:
             continue
-        _warn_fields(problems, ep.backend[0], be_path, schema.Backend, schema.IGNORED_BACKEND_FIELDS)
+        _warn_fields(problems, ep.backend[0], be_path, schema.Backend, schema.IGNORED_BACKEND_FIELDS, label)
         if be.encoding not in (None, "no-op"):
-            problems.warn(f"{be_path}.encoding",
-                          f"{be.encoding!r} is not implemented: the body passes through unchanged, as 'no-op'")
+            problems.note(f"backend encoding {be.encoding}", f"{be_path}.encoding",
+                          f"{be.encoding!r} is not implemented: the body passes through unchanged, as 'no-op'", label)
+        if be.url_pattern.startswith(("/__debug", "/__echo")):
+            problems.note("debug backend", f"{be_path}.url_pattern",
+                          "calls KrakenD's own /__debug/ or /__echo/ endpoint, which fastproxy does not serve: "
+                          "the backend named in 'host' gets the request", label)
         if be.method is not None and be.method.upper() not in METHODS:
             problems.error(f"{be_path}.method", f"expected one of {', '.join(sorted(METHODS))}, found {be.method!r}")
             usable = False
@@ -387,10 +479,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
             if not root.host:
                 problems.error(f"{be_path}.host", "expected a list of 'scheme://host:port' here or in the root "
                                "'host', found neither")
-        if template is None or not hosts or not usable:
-            continue
-        for t in hosts:
-            targets.setdefault(t.key, t)
+        if segments is None:
+            continue  # no pattern, no parameters: its policies cannot be judged
         timeout = problems.duration(ep.timeout, f"{ep_path}.timeout", default_timeout, True)
         ih = ep.input_headers if ep.input_headers is not None else ["Content-Type"]
         iq = ep.input_query_strings or []
@@ -411,6 +501,10 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
                            'needs "qos/circuit-breaker" on the same backend')
         route.checks = policies.order(service_checks + ep_checks)
         route.backend_checks = policies.order(be_checks)
+        if template is None or not hosts or not usable:
+            continue  # an error was recorded; the policies were still compiled to report theirs
+        for t in hosts:
+            targets.setdefault(t.key, t)
         try:
             routes.add(ep.endpoint, method, route)
         except PatternError as exc:
@@ -420,8 +514,10 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         first_at.setdefault((method, ep.endpoint), ep_path)
         route_list.append(route)
 
+    fail_closed(raw, problems, settings.ignore_unsupported, f"{sp}.ignore_unsupported")
+    problems.finish()
     if problems.errors:
-        raise ConfigError(problems.errors)
+        raise ConfigError(problems.errors, problems.warnings)
     return Snapshot(
         source=source,
         listen_ip=root.listen_ip or "0.0.0.0",
@@ -459,23 +555,64 @@ def _pick(problems: Problems, own: Optional[str], own_path: str, krakend: Option
     return default
 
 
-def _warn_fields(problems: Problems, raw: Any, path: str, typ: type, ignored: set) -> None:
+# KrakenD 1.x field names that KrakenD 2 no longer reads: (new name, what that means here).
+RENAMED_FIELDS = {
+    "headers_to_pass": ("input_headers", "only Content-Type reaches the backend"),
+    "querystring_params": ("input_query_strings", "no query string reaches the backend"),
+    "whitelist": ("allow", "the whole response passes"),
+    "blacklist": ("deny", "the whole response passes"),
+}
+ENCODING_NOTE = ("output_encoding {encoding!r}{default} is not implemented: the response is streamed as 'no-op' "
+                 "(the backend's status, headers and body pass unchanged; KrakenD would decode and re-encode the "
+                 "body and answer a backend error with its own)")
+
+
+def _warn_fields(problems: Problems, raw: Any, path: str, typ: type, ignored: set, endpoint: str) -> None:
+    """The keys of an endpoint or backend that fastproxy does not read, once per kind."""
     if not isinstance(raw, dict):
         return
-    for key, value in raw.items():
-        if key in ("output_encoding", "encoding") and value == "no-op":
-            continue  # what fastproxy does anyway
-        if key in ignored and key not in ("output_encoding", "encoding"):  # those two: see compile_config
-            problems.warn(f"{path}.{key}", "recognised KrakenD field, not implemented by fastproxy: ignored")
-        elif key not in typ.__struct_fields__ and key not in ignored:
-            problems.warn(f"{path}.{key}", "unknown field: ignored")
+    level = "endpoint" if typ is schema.Endpoint else "backend"
+    for key in raw:
+        if is_comment(key) or key in ("output_encoding", "encoding"):
+            continue  # encodings: see compile_config
+        where = f"{path}.{key}"
+        if key in ignored:
+            problems.note(f"{level} field {key}", where, "recognised KrakenD field, not implemented by fastproxy: "
+                          "ignored", endpoint)
+        elif key in RENAMED_FIELDS:
+            new, means = RENAMED_FIELDS[key]
+            problems.note(f"{level} field {key}", where, f"KrakenD 1.x name of `{new}`, which KrakenD 2 does not read "
+                          f"and neither does fastproxy ({means}): rename it", endpoint)
+        elif key not in typ.__struct_fields__:
+            hint = did_you_mean(key, set(typ.__struct_fields__) | ignored)
+            problems.note(f"{level} unknown {key}", where, f"unknown field: ignored{hint}", endpoint)
+
+
+def _templates(value: Any, path: str, problems: Problems) -> None:
+    """A `{{ ... }}` left in a value is KrakenD flexible configuration that was not rendered."""
+    if isinstance(value, str):
+        i = value.find("{{")
+        if i >= 0 and value.find("}}", i) > 0:
+            problems.error(path, f"found a KrakenD flexible-configuration template expression {value!r}: "
+                                 "render the template first (KrakenD: FC_ENABLE=1 FC_OUT=out.json krakend check), "
+                                 "then run fastproxy on the rendered file")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _templates(v, f'{path}["{k}"]' if "/" in k or not k.isidentifier() else f"{path}.{k}", problems)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _templates(v, f"{path}[{i}]", problems)
 
 
 def load(path: str, previous: Optional[Snapshot] = None) -> Snapshot:
     """Read and compile a file; raise ConfigError. `previous` lends its limiter state to the new one."""
     from fastproxy import policies
 
-    snap = compile_config(load_file(path), source=path)
+    raw = load_file(path)
+    try:
+        snap = compile_config(raw, source=path)
+    except ConfigError as exc:
+        raise ConfigError(with_positions(path, exc.problems), exc.warnings) from None
     if previous is not None:
         policies.carry_state(previous, snap)
     return snap

@@ -7,6 +7,12 @@ alone is allowed. Plain JSON numbers are not durations in KrakenD and are refuse
 
 import re
 
+DAY = 86400.0
+# The longest duration a setting takes: beyond it a value is a mistake ("10000h" for "10s"), not
+# a wish. A limit's `every` may span a month (KrakenD quotas per day or per month).
+MAX_DURATION = DAY
+MAX_EVERY = 31 * DAY
+
 _UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)", re.ASCII)  # Go: ASCII digits only
 

@@ -77,6 +77,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: bool = False
     ratelimit_headers: bool = True
     redis_timeout: str = "50ms"  # a Redis limit decision falls back to the local bucket after this
+    # Namespaces that guard access and that fastproxy does not implement: each is an error
+    # (fail closed) unless listed here, which turns it into a warning (the operator's choice).
+    ignore_unsupported: list[str] = []
 
 
 class RouterOptions(msgspec.Struct, frozen=True):

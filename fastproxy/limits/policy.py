@@ -23,6 +23,7 @@ from typing import Any, Optional
 import msgspec
 
 from fastproxy import policies
+from fastproxy.config.durations import MAX_EVERY
 from fastproxy.limits.bucket import BucketTable, TokenBucket, default_capacity
 from fastproxy.limits.headers import policy_item, retry_after_value
 from fastproxy.policies import Rejection
@@ -156,7 +157,7 @@ def _decide(limit: Any, b: TokenBucket, x: Any, now: float) -> None:
 
 
 def _every(ctx: Any, raw: Any, path: str) -> float:
-    return ctx.problems.duration(raw, path, 1.0, positive=True)
+    return ctx.problems.duration(raw, path, 1.0, positive=True, maximum=MAX_EVERY)
 
 
 def _capacity(ctx: Any, capacity: int, max_rate: float, every: float, path: str) -> int:
@@ -166,14 +167,10 @@ def _capacity(ctx: Any, capacity: int, max_rate: float, every: float, path: str)
     return capacity or default_capacity(max_rate, every)
 
 
-def warn_ignored(ctx: Any, raw: Any, path: str, typ: type = RouterLimitBlock) -> None:
-    """Warn about each field of a block that `typ` does not read."""
-    if isinstance(raw, dict):
-        for k in raw:
-            if k in KNOWN_IGNORED:
-                ctx.problems.warn(f"{path}.{k}", "recognised KrakenD field, not needed by fastproxy: ignored")
-            elif k not in typ.__struct_fields__:
-                ctx.problems.warn(f"{path}.{k}", "unknown field: ignored")
+def check_fields(ctx: Any, raw: Any, path: str, typ: type = RouterLimitBlock) -> None:
+    """Each field of a limit block that `typ` does not read: a warning, or an error when it
+    misspells a field (`clinet_max_rate`), whose limit would silently be off."""
+    ctx.problems.fields(raw, typ, path, known_ignored=frozenset(KNOWN_IGNORED))
 
 
 def _fp(*parts: Any) -> bytes:
@@ -267,14 +264,14 @@ def _register(ctx: Any, key: str, obj: Any) -> Any:
 def _service(raw: Any, path: str, ctx: Any, route: Any) -> list:
     # compiled once per configuration; the same objects go into every route's chain
     block = ctx.problems.convert(raw, RouterLimitBlock, path)
-    warn_ignored(ctx, raw, path)
+    check_fields(ctx, raw, path)
     return [] if block is None else compile_router_block(block, path, ctx, "service", None, "service")
 
 
 @policies.register("endpoint", "qos/ratelimit/router")
 def _router(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.convert(raw, RouterLimitBlock, path)
-    warn_ignored(ctx, raw, path)
+    check_fields(ctx, raw, path)
     if block is None:
         return []
     return compile_router_block(block, path, ctx, "endpoint", route, f"router:{route.method}:{route.name}")
@@ -282,7 +279,7 @@ def _router(raw: Any, path: str, ctx: Any, route: Any) -> list:
 
 @policies.register("endpoint", "github.com/devopsfaith/krakend-ratelimit/juju/router")
 def _juju_router(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    block = ctx.problems.convert(raw, JujuRouterBlock, path)
+    block = ctx.problems.control_block(raw, JujuRouterBlock, path)
     if block is None:
         return []
     # juju buckets had capacity = rate; keep that when migrating
@@ -309,13 +306,13 @@ def _proxy_limit(max_rate: float, capacity: int, every_raw: Any, path: str, ctx:
 @policies.register("backend", "qos/ratelimit/proxy")
 def _proxy(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.convert(raw, ProxyLimitBlock, path)
-    warn_ignored(ctx, raw, path, ProxyLimitBlock)
+    check_fields(ctx, raw, path, ProxyLimitBlock)
     return [] if block is None else _proxy_limit(block.max_rate, block.capacity, block.every, path, ctx, route)
 
 
 @policies.register("backend", "github.com/devopsfaith/krakend-ratelimit/juju/proxy")
 def _juju_proxy(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    block = ctx.problems.convert(raw, JujuProxyBlock, path)
+    block = ctx.problems.control_block(raw, JujuProxyBlock, path)
     if block is None:
         return []
     return _proxy_limit(block.maxRate, block.capacity or max(1, int(block.maxRate)), "1s", path, ctx, route)

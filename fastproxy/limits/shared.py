@@ -19,7 +19,7 @@ import msgspec
 
 from fastproxy import policies
 from fastproxy.limits.headers import retry_after_value
-from fastproxy.limits.policy import ClientLimit, RouterLimitBlock, compile_router_block, warn_ignored
+from fastproxy.limits.policy import ClientLimit, RouterLimitBlock, compile_router_block, check_fields
 from fastproxy.limits.redis_store import FALLBACK, PoolConfig, RedisStore
 from fastproxy.policies import Rejection
 
@@ -173,7 +173,7 @@ def _pools(ctx: Any) -> dict:
 
 def compile_redis(raw: Any, path: str, ctx: Any, scope: str, route: Any, shared_key: str) -> list:
     block = ctx.problems.convert(raw, RedisLimitBlock, path)
-    warn_ignored(ctx, raw, path, RedisLimitBlock)
+    check_fields(ctx, raw, path, RedisLimitBlock)
     if block is None:
         return []
     name = block.connection_name or block.connection_pool
@@ -307,7 +307,7 @@ def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
         ctx.problems.error(f"{path}.tiers", "expected at least one tier, found none")
         return []
     base = f"tiered:{scope}" + (f":{route.method}:{route.name}" if route is not None else "")
-    warn_ignored(ctx, raw, path, TieredBlock)
+    check_fields(ctx, raw, path, TieredBlock)
     tiers = []
     for i, rawt in enumerate(block.tiers):
         tpath = f"{path}.tiers[{i}]"
@@ -316,9 +316,13 @@ def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
             continue
         kind = t.tier_value_as
         regex = None
-        warn_ignored(ctx, rawt, tpath, TierBlock)
+        check_fields(ctx, rawt, tpath, TierBlock)
         if tiers and tiers[-1].kind == "*":
             ctx.problems.warn(tpath, "never reached: a '*' tier before it matches every request")
+        if kind == "policy":
+            ctx.problems.error(f"{tpath}.tier_value_as", "KrakenD's 'policy' matcher (a security-policies "
+                               "expression) is not implemented by fastproxy: expected literal, regex or *")
+            continue
         if kind not in ("literal", "regex", "*"):
             ctx.problems.error(f"{tpath}.tier_value_as", f"expected literal, regex or *, found {kind!r}")
             continue
@@ -335,7 +339,7 @@ def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
         if t.ratelimit is not None:
             rpath = f"{tpath}.ratelimit"
             b = ctx.problems.convert(t.ratelimit, RouterLimitBlock, rpath)
-            warn_ignored(ctx, t.ratelimit, rpath)
+            check_fields(ctx, t.ratelimit, rpath)
             checks = [] if b is None else compile_router_block(b, rpath, ctx, scope, route, key)
         else:
             checks = compile_redis(t.ratelimit_redis, f"{tpath}.ratelimit_redis", ctx, scope, route, key)

@@ -34,7 +34,7 @@ def _options() -> re2.Options:
     return options
 
 
-def _check_pattern(pattern: object) -> bytes:
+def check_pattern(pattern: object) -> bytes:
     if not isinstance(pattern, str):
         raise ValueError(f"invalid regular expression {pattern!r}: not a string")
     try:
@@ -75,7 +75,7 @@ class BotDetector:
             raise ValueError(f"invalid cache_size {cache_size!r}: expected an integer >= 0")
         self._allow = _strings(allow, "allow")
         self._deny = _strings(deny, "deny")
-        compiled = [_check_pattern(p) for p in patterns]
+        compiled = [check_pattern(p) for p in patterns]
         self._search = None
         if compiled:
             joined = b"|".join(b"(?:" + p + b")" for p in compiled)

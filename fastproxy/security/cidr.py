@@ -52,7 +52,7 @@ def format_ip(version: int, value: int) -> str:
     return inet_ntop(AF_INET6, value.to_bytes(16, "big"))
 
 
-def _parse_network(text: str) -> tuple[int, int, int]:
+def parse_network(text: str) -> tuple[int, int, int]:
     """``(version, prefix length, network integer)`` of a CIDR or single address."""
     s = text.strip() if isinstance(text, str) else ""
     addr, slash, plen = s.partition("/")
@@ -76,7 +76,7 @@ class CIDRSet:
     def __init__(self, networks: list[str]):
         tables: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
         for text in networks:
-            version, length, value = _parse_network(text)
+            version, length, value = parse_network(text)
             tables[version].setdefault(length, set()).add(value)
         self._v4 = self._compile(tables[4], 32)
         self._v6 = self._compile(tables[6], 128)

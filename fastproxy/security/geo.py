@@ -101,6 +101,11 @@ class GeoDB:
         self._reader.close()
 
 
+def check_country(code: object) -> None:
+    if not (isinstance(code, str) and len(code) == 2 and code.isascii() and code.isalpha()):
+        raise ValueError(f"invalid country code {code!r}: expected ISO 3166-1 alpha-2")
+
+
 class Geofence:
     __slots__ = ("db", "_countries", "_listed_pass", "_unknown_pass")
 
@@ -112,8 +117,7 @@ class Geofence:
             raise ValueError(f"invalid unknown {unknown!r}: expected 'allow' or 'deny'")
         listed = allow_countries if allow_countries is not None else deny_countries or []
         for code in listed:
-            if not (isinstance(code, str) and len(code) == 2 and code.isascii() and code.isalpha()):
-                raise ValueError(f"invalid country code {code!r}: expected ISO 3166-1 alpha-2")
+            check_country(code)
         self.db = db
         self._countries = frozenset(c.upper() for c in listed)
         # allow list: listed countries pass; deny list (or none): listed countries are refused

@@ -13,9 +13,10 @@ import msgspec
 
 from fastproxy import policies
 from fastproxy.policies import Rejection
-from fastproxy.security.botdetector import BotDetector
+from fastproxy.security.botdetector import BotDetector, check_pattern
+from fastproxy.security.cidr import parse_network
 from fastproxy.security.clientip import ClientIPResolver
-from fastproxy.security.geo import GeoDB, Geofence
+from fastproxy.security.geo import GeoDB, Geofence, check_country
 from fastproxy.security.ipfilter import IPFilter
 
 
@@ -135,6 +136,11 @@ def _ip_filter(block: IPFilterBlock, path: str, ctx: Any) -> list:
     if not block.CIDR:
         ctx.problems.error(f"{path}.CIDR", "expected a list of networks or addresses, found none")
         return []
+    ok = ctx.problems.each(block.CIDR, f"{path}.CIDR", parse_network)
+    if block.trusted_proxies is not None:
+        ok = ctx.problems.each(block.trusted_proxies, f"{path}.trusted_proxies", parse_network) and ok
+    if not ok:
+        return []
     flt = _guard(ctx, f"{path}.CIDR", IPFilter, block.CIDR, block.allow)
     resolver = None
     if block.trusted_proxies is not None or block.client_ip_headers is not None:
@@ -149,15 +155,15 @@ def _ip_filter(block: IPFilterBlock, path: str, ctx: Any) -> list:
 @policies.register("service", "security/ip-filter")
 @policies.register("endpoint", "security/ip-filter")
 def _ip_filter_ns(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    block = ctx.problems.convert(raw, IPFilterBlock, path)
+    block = ctx.problems.control_block(raw, IPFilterBlock, path)
     return [] if block is None else _ip_filter(block, path, ctx)
 
 
 @policies.register("service", "security/bot-detector", "github_com/devopsfaith/krakend-botdetector")
 @policies.register("endpoint", "security/bot-detector")
 def _bot(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    block = ctx.problems.convert(raw, BotBlock, path)
-    if block is None:
+    block = ctx.problems.control_block(raw, BotBlock, path)
+    if block is None or not ctx.problems.each(block.patterns, f"{path}.patterns", check_pattern):
         return []
     det = _guard(ctx, path, BotDetector, block.allow, block.deny, block.patterns, block.cache_size,
                  block.empty_user_agent_is_bot)
@@ -170,8 +176,14 @@ def _bot(raw: Any, path: str, ctx: Any, route: Any) -> list:
 @policies.register("service", "security/geofence")
 @policies.register("endpoint", "security/geofence")
 def _geofence(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    block = ctx.problems.convert(raw, GeofenceBlock, path)
+    block = ctx.problems.control_block(raw, GeofenceBlock, path)
     if block is None:
+        return []
+    if block.allow_countries is not None and block.deny_countries is not None:
+        ctx.problems.error(path, "expected allow_countries or deny_countries, found both: give one")
+        return []
+    listed = "allow_countries" if block.allow_countries is not None else "deny_countries"
+    if not ctx.problems.each(getattr(block, listed) or [], f"{path}.{listed}", check_country):
         return []
     if not block.db_path:
         ctx.problems.error(f"{path}.db_path", "expected the path of a MaxMind database, found none")
@@ -204,7 +216,7 @@ def _http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
     out: list = []
     for n in names:
         if n == "ip-filter":
-            block = ctx.problems.convert(raw.get("ip-filter", {}), IPFilterBlock, f'{path}["ip-filter"]')
+            block = ctx.problems.control_block(raw.get("ip-filter", {}), IPFilterBlock, f'{path}["ip-filter"]')
             if block is not None:
                 out.extend(_ip_filter(block, f'{path}["ip-filter"]', ctx))
         elif n == "geoip":
@@ -217,8 +229,7 @@ def _http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
             db = _geodb_at(ctx, block.citydb_path, f"{path}.geoip.citydb_path")
             if db is not None:
                 out.append(GeoIPHeader(db))
-        else:
-            ctx.problems.warn(f"{path}.name", f"plugin {n!r} is not implemented by fastproxy: ignored")
+        # any other plugin: an error (or accepted) in config.namespaces.fail_closed
     return out
 
 
@@ -226,6 +237,8 @@ def client_ip_resolver(ctx: Any) -> Optional[ClientIPResolver]:
     """Root `router`: trusted_proxies / remote_ip_headers / forwarded_by_client_ip (SPEC §3.9)."""
     r = ctx.router
     if not r.trusted_proxies or r.forwarded_by_client_ip is False:
+        return None
+    if not ctx.problems.each(r.trusted_proxies, '$.extra_config["router"].trusted_proxies', parse_network):
         return None
     return _guard(ctx, '$.extra_config["router"].trusted_proxies', ClientIPResolver, list(r.trusted_proxies),
                   list(r.remote_ip_headers))

@@ -96,12 +96,17 @@ class BreakerSet:
         return [(("breaker", "host"), (self.name, key), STATE_VALUE[b.state(now)]) for key, b in self.breakers.items()]
 
 
+MAX_SECONDS = 86400  # interval and timeout are seconds; beyond a day is a unit mistake
+
+
 def _compile(ctx: Any, path: str, route: Any, interval: int, timeout: int, max_errors: int, name: str,
              log_changes: bool) -> list:
     p = ctx.problems
     for field, value in (("interval", interval), ("timeout", timeout), ("max_errors", max_errors)):
         if value < 0:
             p.error(f"{path}.{field}", f"expected an integer >= 0, found {value}")
+        elif field != "max_errors" and value > MAX_SECONDS:
+            p.error(f"{path}.{field}", f"expected at most {MAX_SECONDS} seconds (a day), found {value}")
     valid = None
     http = route.breakers  # set by the http block if it came first
     if isinstance(http, frozenset):
@@ -117,7 +122,7 @@ def _compile(ctx: Any, path: str, route: Any, interval: int, timeout: int, max_e
 
 def _handler(block_type: type) -> Any:
     def handler(raw: Any, path: str, ctx: Any, route: Any) -> list:
-        b = ctx.problems.convert(raw, block_type, path)
+        b = ctx.problems.control_block(raw, block_type, path)
         if b is None:
             return []
         return _compile(ctx, path, route, b.interval, b.timeout, b.max_errors, b.name, b.log_status_change)
@@ -131,7 +136,7 @@ policies.register("backend", "github.com/devopsfaith/krakend-circuitbreaker/gobr
 
 @policies.register("backend", "qos/circuit-breaker/http")
 def _http(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    b = ctx.problems.convert(raw, HttpBlock, path)
+    b = ctx.problems.control_block(raw, HttpBlock, path)
     if b is None:
         return []
     for i, code in enumerate(b.valid_status_codes):

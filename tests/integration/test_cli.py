@@ -31,7 +31,7 @@ def write_json(tmp_path, data, name: str = "krakend.json") -> str:
 
 
 def good_config(**root) -> dict:
-    return {"version": 3, "host": [HOST], "listen_ip": "127.0.0.1",
+    return {"version": 3, "host": [HOST], "listen_ip": "127.0.0.1", "output_encoding": "no-op",
             "endpoints": [{"endpoint": "/a", "backend": [{"url_pattern": "/a"}]}], **root}
 
 
@@ -63,7 +63,7 @@ def test_version_prints_the_package_version():
 
 def test_check_of_a_valid_file_exits_0_with_syntax_ok_and_lists_warnings(tmp_path):
     raw = good_config(cache_ttl="60s", extra_config={"security/cors": {"allow_origins": ["*"]}})
-    raw["endpoints"][0]["extra_config"] = {"auth/validator": {"alg": "RS256"}, "validation/cel": []}
+    raw["endpoints"][0]["extra_config"] = {"telemetry/opentelemetry": {}, "modifier/jmespath": {"expr": "a"}}
     raw["endpoints"][0]["output_encoding"] = "json"
     path = write_json(tmp_path, raw)
     r = fastproxy("check", "-c", path)
@@ -74,11 +74,14 @@ def test_check_of_a_valid_file_exits_0_with_syntax_ok_and_lists_warnings(tmp_pat
     assert sorted(warnings) == sorted([
         "warning: $.cache_ttl: recognised KrakenD field, not implemented by fastproxy: ignored",
         'warning: $.extra_config["security/cors"]: recognised KrakenD namespace, not implemented by fastproxy: ignored',
-        'warning: $.endpoints[0].extra_config["auth/validator"]: recognised KrakenD namespace, not implemented by '
-        "fastproxy: ignored",
-        'warning: $.endpoints[0].extra_config["validation/cel"]: recognised KrakenD namespace, not implemented by '
-        "fastproxy: ignored",
-        "warning: $.endpoints[0].output_encoding: 'json' is not implemented: the response is streamed as 'no-op'",
+        'warning: $.endpoints[0].extra_config["telemetry/opentelemetry"]: recognised KrakenD namespace, not '
+        "implemented by fastproxy: ignored; 1 endpoint: GET /a",
+        'warning: $.endpoints[0].extra_config["modifier/jmespath"]: recognised KrakenD namespace, not implemented by '
+        "fastproxy: ignored; 1 endpoint: GET /a",
+        "warning: $.endpoints[0].output_encoding: output_encoding 'json' (KrakenD's default) is not implemented: the "
+        "response is streamed "
+        "as 'no-op' (the backend's status, headers and body pass unchanged; KrakenD would decode and re-encode the "
+        "body and answer a backend error with its own); 1 endpoint: GET /a",
     ])
     assert r.stderr == ""
 
@@ -95,8 +98,9 @@ def test_check_of_a_bad_file_exits_1_listing_every_error(tmp_path):
     assert r.returncode == 1
     assert "Syntax OK" not in r.stdout
     lines = r.stderr.splitlines()
-    assert lines[0] == f"fastproxy: configuration {path} is not valid ({len(BAD_ERRORS)} errors):"
-    errors = [line.strip() for line in lines[1:]]
+    assert lines[0] == f"fastproxy: configuration {path} is not valid ({len(BAD_ERRORS)} errors, 1 warning):"
+    assert lines[1].startswith("  warning: $.endpoints[0]: output_encoding 'json' (KrakenD's default)")
+    errors = [line.strip() for line in lines[2:]]
     assert len(errors) == len(BAD_ERRORS), r.stderr
     for want, got in zip(BAD_ERRORS, errors):
         assert got.startswith(f"error: {want}"), (want, got)
@@ -108,7 +112,7 @@ def test_check_of_a_file_that_does_not_parse_gives_line_and_column(tmp_path):
     r = fastproxy("check", "-c", str(path))
     assert r.returncode == 1
     assert f"error: {path}: line 4, column 23: invalid JSON: trailing comma in object" in r.stderr
-    assert "(1 error):" in r.stderr
+    assert "(1 error, 0 warnings):" in r.stderr
 
 
 def test_check_of_a_missing_file_exits_1(tmp_path):
@@ -119,10 +123,10 @@ def test_check_of_a_missing_file_exits_1(tmp_path):
 
 
 @pytest.mark.parametrize("name,text", [
-    ("k.yaml", "version: 3\nhost: [http://127.0.0.1:8081]\nendpoints:\n  - endpoint: /a\n    backend:\n"
-               "      - url_pattern: /a\n"),
-    ("k.toml", 'version = 3\nhost = ["http://127.0.0.1:8081"]\n[[endpoints]]\nendpoint = "/a"\n'
-               '[[endpoints.backend]]\nurl_pattern = "/a"\n'),
+    ("k.yaml", "version: 3\noutput_encoding: no-op\nhost: [http://127.0.0.1:8081]\nendpoints:\n  - endpoint: /a\n"
+               "    backend:\n      - url_pattern: /a\n"),
+    ("k.toml", 'version = 3\noutput_encoding = "no-op"\nhost = ["http://127.0.0.1:8081"]\n[[endpoints]]\n'
+               'endpoint = "/a"\n[[endpoints.backend]]\nurl_pattern = "/a"\n'),
 ])
 def test_check_reads_yaml_and_toml_by_extension(tmp_path, name, text):
     path = tmp_path / name
@@ -137,7 +141,7 @@ def test_run_with_a_bad_file_exits_1_without_serving(tmp_path):
     r = fastproxy("run", "-c", path, "-p", "0")
     assert r.returncode == 1
     assert "ready" not in r.stdout
-    assert f"fastproxy: configuration {path} is not valid ({len(BAD_ERRORS)} errors):" in r.stderr
+    assert f"fastproxy: configuration {path} is not valid ({len(BAD_ERRORS)} errors, 1 warning):" in r.stderr
     for want in BAD_ERRORS:
         assert want in r.stderr
 

@@ -81,7 +81,7 @@ def test_duration_that_is_not_a_string_is_refused(value):
 
 
 def test_minimal_config_gets_krakend_defaults():
-    snap = compile_config(cfg(ep("/a")))
+    snap = compile_config(cfg(ep("/a"), output_encoding="no-op"))
     assert snap.port == 8080
     assert snap.listen_ip == "0.0.0.0"
     assert snap.workers == 1
@@ -411,12 +411,12 @@ def warnings_of(raw) -> list:
 
 
 WARNINGS = [
-    ("auth/validator on an endpoint",
-     cfg(ep("/a", extra_config={"auth/validator": {"alg": "RS256"}})),
-     '$.endpoints[0].extra_config["auth/validator"]', "recognised KrakenD namespace, not implemented by fastproxy"),
-    ("validation/cel on an endpoint",
-     cfg(ep("/a", extra_config={"validation/cel": [{"check_expr": "true"}]})),
-     '$.endpoints[0].extra_config["validation/cel"]', "recognised KrakenD namespace, not implemented by fastproxy"),
+    ("telemetry/opentelemetry on an endpoint",
+     cfg(ep("/a", extra_config={"telemetry/opentelemetry": {}})),
+     '$.endpoints[0].extra_config["telemetry/opentelemetry"]', "recognised KrakenD namespace, not implemented by fastproxy"),
+    ("modifier/jmespath on an endpoint",
+     cfg(ep("/a", extra_config={"modifier/jmespath": {"expr": "a"}})),
+     '$.endpoints[0].extra_config["modifier/jmespath"]', "recognised KrakenD namespace, not implemented by fastproxy"),
     ("security/cors at the root",
      cfg(ep("/a"), extra_config={"security/cors": {"allow_origins": ["*"]}}),
      '$.extra_config["security/cors"]', "recognised KrakenD namespace, not implemented by fastproxy"),
@@ -424,7 +424,7 @@ WARNINGS = [
      cfg(ep("/a", backend={"extra_config": {"backend/http": {"return_error_code": True}}})),
      '$.endpoints[0].backend[0].extra_config["backend/http"]', "recognised KrakenD namespace"),
     ("output_encoding json on an endpoint", cfg(ep("/a", output_encoding="json")),
-     "$.endpoints[0].output_encoding", "'json' is not implemented: the response is streamed as 'no-op'"),
+     "$.endpoints[0].output_encoding", "'json' (KrakenD's default) is not implemented: the response is streamed as 'no-op'"),
     ("backend encoding json", cfg(ep("/a", backend={"encoding": "json"})),
      "$.endpoints[0].backend[0].encoding", "'json' is not implemented"),
     ("root cache_ttl", cfg(ep("/a"), cache_ttl="300s"),
@@ -437,8 +437,10 @@ WARNINGS = [
      "$.endpoints[0].backend[0].mapping", "recognised KrakenD field, not implemented by fastproxy"),
     ("unknown root field", cfg(ep("/a"), colour="blue"),
      "$.colour", "unknown field: ignored"),
-    ("unknown endpoint field", cfg(ep("/a", headers_to_pass=["X"])),
-     "$.endpoints[0].headers_to_pass", "unknown field: ignored"),
+    ("unknown endpoint field", cfg(ep("/a", colour="blue")),
+     "$.endpoints[0].colour", "unknown field: ignored"),
+    ("KrakenD 1.x endpoint field", cfg(ep("/a", headers_to_pass=["X"])),
+     "$.endpoints[0].headers_to_pass", "KrakenD 1.x name of `input_headers`"),
     ("unknown namespace at the root", cfg(ep("/a"), extra_config={"acme/thing": {}}),
      '$.extra_config["acme/thing"]', "unknown namespace: ignored"),
     ("response_header_timeout is read but not used", cfg(ep("/a"), response_header_timeout="1s"),
@@ -461,7 +463,8 @@ def test_recognised_or_unknown_but_unimplemented_config_is_a_warning_not_an_erro
 
 
 def test_warnings_do_not_stop_the_routes_from_compiling():
-    snap = compile_config(cfg(ep("/a", output_encoding="json", extra_config={"auth/validator": {}}), cache_ttl="1s"))
+    snap = compile_config(cfg(ep("/a", output_encoding="json", extra_config={"telemetry/opentelemetry": {}}),
+                              cache_ttl="1s"))
     assert len(snap.route_list) == 1
     assert len(snap.warnings) == 3
 
@@ -577,4 +580,4 @@ def test_empty_yaml_document_is_refused_as_not_an_object(tmp_path):
 def test_load_reports_meaning_errors_with_json_paths_for_yaml_too(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load(write(tmp_path, "k.yaml", GOOD_YAML.replace("timeout: 3s", "timeout: 3")))
-    assert exc.value.problems == ["$.timeout: expected str, found int"]
+    assert exc.value.problems == ["$.timeout: expected str, found int (line 3, column 10)"]

@@ -271,10 +271,10 @@ def test_tiers_after_a_catch_all_and_unknown_fields_are_warned_about():
         tier("", "*"),
         tier("silver"),
     ]}
-    block["tiers"][0]["ratelimit"]["max_rte"] = 3
+    block["tiers"][0]["ratelimit"]["burst"] = 3
     warnings = compile_config(cfg(block)).warnings
     ep = '$.endpoints[0].extra_config["qos/ratelimit/tiered"]'
     assert f"{ep}.typo: unknown field: ignored" in warnings
     assert f"{ep}.tiers[0].rate_limit_typo: unknown field: ignored" in warnings
-    assert f"{ep}.tiers[0].ratelimit.max_rte: unknown field: ignored" in warnings
+    assert f"{ep}.tiers[0].ratelimit.burst: unknown field: ignored" in warnings
     assert f"{ep}.tiers[2]: never reached: a '*' tier before it matches every request" in warnings

@@ -1,0 +1,229 @@
+"""What fastproxy knows of KrakenD's `extra_config` namespaces, and the fail-closed rule.
+
+Owns the catalogue of namespace names fastproxy does not implement, split in two:
+- GUARDS decide who may reach an endpoint or what the backend is sent on the client's behalf
+  (authentication, request validation and modification, quotas). Running a file that has one
+  would serve its endpoints without that control, so each occurrence is a configuration *error*
+  naming the endpoints it would leave unprotected (SPEC §1, "Fail closed"), unless the operator
+  accepts the loss by listing the namespace in the fastproxy setting `ignore_unsupported`.
+- IGNORABLE guard nothing (telemetry, documentation, response shaping, other backend kinds):
+  a warning each.
+Also here: the families whose unknown or misspelt names are errors (`auth/`, `security/`,
+`qos/`, `governance/`, `validation/`): a typo there turns a control silently off.
+
+Pure data and functions on names; the compile step (`compile.py`, `policies.py`) asks.
+"""
+
+import difflib
+from typing import Iterable, Optional
+
+# A namespace that guards access, with the words the error uses for what would be lost.
+GUARDS: dict[str, str] = {
+    "auth/validator": "JWT validation",
+    "auth/api-keys": "API-key authentication",
+    "auth/basic": "basic authentication",
+    "auth/revoker": "token revocation",
+    "auth/client-credentials": "the OAuth2 client credentials the backend is called with",
+    "auth/gcp": "the Google Cloud identity token the backend is called with",
+    "auth/ntlm": "the NTLM authentication the backend is called with",
+    "security/policies": "security policies",
+    "security/http": "HTTP security checks (allowed hosts, HTTPS redirect, security headers)",
+    "validation/cel": "CEL request validation",
+    "validation/json-schema": "request body validation",
+    "modifier/martian": "the request modification sent to the backend (headers, credentials, query)",
+    "modifier/lua-proxy": "the Lua request/response scripts",
+    "modifier/lua-endpoint": "the Lua request/response scripts",
+    "modifier/lua-backend": "the Lua request/response scripts",
+    "modifier/request-body-generator": "the request body generated for the backend",
+    "modifier/body-generator": "the request body generated for the backend",
+    "plugin/middleware": "the middleware plugins",
+    "plugin/req-resp-modifier": "the request/response modifier plugins",
+    "plugin/http-client": "the HTTP client plugins (what the backend is sent)",
+    "governance/quota": "the quota",
+    "governance/processors": "the quota processors",
+    "qos/ratelimit/proxy/redis": "the backend rate limit shared through Redis",
+    # auth/signer: a guard only when a validator checks what it signs (see `guards_in`)
+    "auth/signer": "the token signing its validators depend on",
+    # plugin/http-server: a guard for every plugin name fastproxy does not implement
+    "plugin/http-server": "the http-server plugin",
+}
+
+# KrakenD 1.x names of the namespaces above.
+GUARD_ALIASES: dict[str, str] = {
+    "github.com/devopsfaith/krakend-jose/validator": "auth/validator",
+    "github.com/devopsfaith/krakend-jose/signer": "auth/signer",
+    "github.com/devopsfaith/krakend-martian": "modifier/martian",
+    "github.com/devopsfaith/krakend-lua/router": "modifier/lua-endpoint",
+    "github.com/devopsfaith/krakend-lua/proxy": "modifier/lua-proxy",
+    "github.com/devopsfaith/krakend-lua/proxy/backend": "modifier/lua-backend",
+    "github.com/devopsfaith/krakend-cel": "validation/cel",
+    "github.com/devopsfaith/krakend-jsonschema": "validation/json-schema",
+    "github.com/devopsfaith/krakend-httpsecure": "security/http",
+    "github_com/devopsfaith/krakend-httpsecure": "security/http",
+}
+
+# Recognised, not implemented, and guarding nothing: ignored with a warning.
+IGNORABLE = frozenset({
+    "auth/jose", "security/cors", "github_com/devopsfaith/krakend-cors",
+    "modifier/jmespath", "modifier/response-body-generator", "modifier/response-headers",
+    "proxy", "websocket", "backend/http", "backend/http/client", "backend/amqp/consumer",
+    "backend/amqp/producer", "backend/pubsub/subscriber", "backend/pubsub/publisher",
+    "backend/lambda", "backend/grpc", "backend/graphql", "backend/soap",
+    "backend/static-filesystem", "backend/conditional", "qos/http-cache",
+    "validation/response-json-schema", "telemetry/logging", "telemetry/metrics",
+    "telemetry/opencensus", "telemetry/opentelemetry", "telemetry/opentelemetry-security",
+    "telemetry/influx", "telemetry/gelf", "telemetry/logstash", "telemetry/newrelic",
+    "telemetry/moesif", "telemetry/ganalytics", "server/static-filesystem", "server/virtualhost",
+    "grpc", "documentation/openapi", "documentation/mcp", "ai/llm", "ai/mcp",
+    "github_com/devopsfaith/krakend-gologging", "github_com/devopsfaith/krakend-metrics",
+    "github_com/devopsfaith/krakend-opencensus", "github_com/letgoapp/krakend-influx",
+    "github_com/devopsfaith/krakend-logstash", "github.com/devopsfaith/krakend/proxy",
+    "github.com/devopsfaith/krakend/transport/http/client/executor",
+    "github.com/devopsfaith/krakend-httpcache", "github_com/devopsfaith/bloomfilter",
+})
+
+# `plugin/http-server` plugins fastproxy implements (SPEC §3.11, §3.12).
+HTTP_SERVER_PLUGINS = frozenset({"ip-filter", "geoip"})
+
+# Families where an unknown name is an error: a misspelt name there is a control turned off.
+CONTROL_FAMILIES = ("auth/", "security/", "qos/", "governance/", "validation/")
+
+
+def canonical(name: str) -> str:
+    return GUARD_ALIASES.get(name, name)
+
+
+def is_comment(key: object) -> bool:
+    """KrakenD's schema lets any key starting with @, $, _ or # stand anywhere: a comment."""
+    return isinstance(key, str) and key[:1] in ("@", "$", "_", "#")
+
+
+def is_control(name: str) -> bool:
+    return name.startswith(CONTROL_FAMILIES) or canonical(name) in GUARDS
+
+
+def closest(name: str, known: Iterable[str], cutoff: float = 0.8) -> Optional[str]:
+    """The known name `name` most likely misspells, or None."""
+    hits = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=cutoff)
+    return hits[0] if hits else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    hit = closest(name, known)
+    return f" (did you mean `{hit}`?)" if hit else ""
+
+
+def http_server_guards(block: object) -> list[str]:
+    """The names of a `plugin/http-server` block's plugins fastproxy does not implement."""
+    names = block.get("name", []) if isinstance(block, dict) else []
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list):
+        return []
+    return [n for n in names if n not in HTTP_SERVER_PLUGINS]
+
+
+def guards_in(extra: object, has_validator: bool) -> list[tuple[str, str, str]]:
+    """The guards an `extra_config` block holds: (key as written, canonical name, what is lost).
+
+    `auth/signer` counts only when the file also validates tokens (`has_validator`): it then
+    signs what those validators check. `plugin/http-server` counts for the plugins fastproxy
+    does not implement.
+    """
+    out: list[tuple[str, str, str]] = []
+    if not isinstance(extra, dict):
+        return out
+    for key, block in extra.items():
+        name = canonical(key)
+        if name not in GUARDS:
+            continue
+        if name == "auth/signer" and not has_validator:
+            continue
+        if name == "plugin/http-server":
+            missing = http_server_guards(block)
+            if not missing:
+                continue
+            out.append((key, name, f"the http-server plugin{'s' if len(missing) > 1 else ''} "
+                                   f"{', '.join(repr(m) for m in missing)}"))
+            continue
+        out.append((key, name, GUARDS[name]))
+    return out
+
+
+def has_validator(raw_root: dict) -> bool:
+    """Whether any level of the file validates tokens (auth/validator or its 1.x name)."""
+    def holds(extra: object) -> bool:
+        return isinstance(extra, dict) and any(canonical(k) == "auth/validator" for k in extra)
+
+    if holds(raw_root.get("extra_config")):
+        return True
+    for ep in raw_root.get("endpoints") or []:
+        if not isinstance(ep, dict):
+            continue
+        if holds(ep.get("extra_config")):
+            return True
+        for be in ep.get("backend") or []:
+            if isinstance(be, dict) and holds(be.get("extra_config")):
+                return True
+    return False
+
+
+def _extra_configs(raw_root: dict) -> list[tuple[str, object, Optional[int]]]:
+    """Every `extra_config` of the file: (JSON path, block, endpoint index or None for the root)."""
+    out: list[tuple[str, object, Optional[int]]] = [("$.extra_config", raw_root.get("extra_config"), None)]
+    for i, ep in enumerate(raw_root.get("endpoints") or []):
+        if not isinstance(ep, dict):
+            continue
+        out.append((f"$.endpoints[{i}].extra_config", ep.get("extra_config"), i))
+        backends = ep.get("backend")
+        for j, be in enumerate(backends if isinstance(backends, list) else []):
+            if isinstance(be, dict):
+                out.append((f"$.endpoints[{i}].backend[{j}].extra_config", be.get("extra_config"), i))
+    return out
+
+
+def endpoint_labels(raw_root: dict) -> list[str]:
+    """`METHOD /path` of each endpoint of the file, as far as it can be read."""
+    labels = []
+    for ep in raw_root.get("endpoints") or []:
+        ep = ep if isinstance(ep, dict) else {}
+        method, path = ep.get("method", "GET"), ep.get("endpoint", "?")
+        labels.append(f"{method.upper() if isinstance(method, str) else method} {path}")
+    return labels
+
+
+def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path: str) -> None:
+    """Report every guard of the file (SPEC §1 "Fail closed"): an error naming the endpoints it
+    would leave unprotected, or a warning where `ignore_unsupported` accepts the loss."""
+    accepted = {canonical(n) for n in ignore} | set(ignore)
+    labels = endpoint_labels(raw_root)
+    validator = has_validator(raw_root)
+    present: set[str] = set()
+    for path, extra, index in _extra_configs(raw_root):
+        if not isinstance(extra, dict):
+            continue
+        present.update(extra)
+        present.update(canonical(k) for k in extra)
+        if index is None:
+            who = f"every endpoint without it ({len(labels)}: {', '.join(labels)})"
+        else:
+            who = f"{labels[index]} without it"
+        for key, name, lost in guards_in(extra, validator):
+            where = f'{path}["{key}"]'
+            what = f"`{key}` ({lost}) is not implemented by fastproxy"
+            if key in accepted or name in accepted:
+                problems.warn(where, f"{what}; ignore_unsupported accepts serving {who}")
+            else:
+                problems.error(where, f"{what}: running this file would serve {who} (fail closed). Remove the "
+                                      f'block, or accept the loss with "ignore_unsupported": ["{name}"] in '
+                                      'extra_config["fastproxy"]')
+        for key in extra:
+            if canonical(key) == "auth/signer" and not validator:
+                problems.note("auth/signer", f'{path}["{key}"]', "token signing is not implemented by fastproxy: "
+                              "the backend's response is returned unsigned", labels[index] if index is not None
+                              else "every endpoint")
+    for i, name in enumerate(ignore):
+        if name not in present:
+            known = [n for n in present if is_control(n)] + list(GUARDS)
+            problems.warn(f"{ignore_path}[{i}]", f"{name!r} is listed but no block of the file uses it"
+                                                 f"{did_you_mean(name, known)}")

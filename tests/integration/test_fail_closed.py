@@ -1,0 +1,86 @@
+"""Fail closed, end to end (SPEC §1): a file with a guard fastproxy does not implement never
+serves, neither from `run` nor through a SIGHUP reload; `ignore_unsupported` is the operator's
+explicit way to serve it anyway.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+
+from tests.integration.netutil import wait_for
+from tests.support import ROOT, Proxy, config, ep, free_port, get
+
+JWT = {"alg": "RS256", "jwk_url": "https://auth.example/.well-known/jwks.json", "cache": True}
+
+
+def guarded(upstream, **fastproxy) -> dict:
+    endpoints = [ep("/private/decks", "/decks", extra_config={"auth/validator": JWT}),
+                 ep("/private/decks/{id}", "/decks/{id}", method="DELETE", extra_config={"auth/validator": JWT}),
+                 ep("/public", "/public")]
+    extra = {"fastproxy": fastproxy} if fastproxy else {}
+    return config(upstream, endpoints, output_encoding="no-op", listen_ip="127.0.0.1", extra_config=extra)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastproxy", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin"})
+
+
+def write(tmp_path, raw: dict) -> str:
+    path = tmp_path / "krakend.json"
+    path.write_text(json.dumps(raw, indent=2))
+    return str(path)
+
+
+def test_check_exits_1_naming_the_namespace_and_each_endpoint_it_would_leave_open(tmp_path, upstream):
+    path = write(tmp_path, guarded(upstream))
+    r = cli("check", "-c", path)
+    assert r.returncode == 1
+    assert "Syntax OK" not in r.stdout
+    errors = [line for line in r.stderr.splitlines() if line.startswith("  error: ")]
+    assert len(errors) == 2, r.stderr
+    assert "`auth/validator` (JWT validation) is not implemented" in errors[0]
+    assert "would serve GET /private/decks without it" in errors[0]
+    assert "would serve DELETE /private/decks/{id} without it" in errors[1]
+
+
+def test_run_does_not_start_and_serves_nothing(tmp_path, upstream):
+    port = free_port()
+    path = write(tmp_path, guarded(upstream))
+    r = cli("run", "-c", path, "-p", str(port))
+    assert r.returncode == 1
+    assert "ready" not in r.stdout
+    assert '["auth/validator"]' in r.stderr and "(fail closed)" in r.stderr
+    before = len(upstream.requests)
+    try:
+        get(port, "/private/decks", timeout=1)
+        served = True
+    except OSError:
+        served = False
+    assert not served
+    assert len(upstream.requests) == before
+
+
+def test_ignore_unsupported_serves_the_file_and_says_what_it_accepted(tmp_path, upstream):
+    p = Proxy(guarded(upstream, ignore_unsupported=["auth/validator"]), tmp_path)
+    try:
+        status, _, _ = get(p.port, "/private/decks")
+        assert status == 200
+        assert upstream.requests[-1]["url"] == "/decks"
+        assert "ignore_unsupported accepts serving GET /private/decks without it" in p.stderr()
+    finally:
+        assert p.stop() == 0
+
+
+def test_a_reload_that_adds_a_guard_is_refused_and_the_running_config_stays(tmp_path, upstream):
+    open_cfg = config(upstream, [ep("/public", "/public")], output_encoding="no-op", listen_ip="127.0.0.1")
+    p = Proxy(open_cfg, tmp_path)
+    try:
+        p.write_config(guarded(upstream))
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: '["auth/validator"]' in p.stderr())
+        assert get(p.port, "/public")[0] == 200
+        assert get(p.port, "/private/decks")[0] == 404  # the guarded routes never came in
+    finally:
+        assert p.stop() == 0
