@@ -8,8 +8,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.integration.netutil import wait_for
 from tests.support import ROOT, Proxy, config, ep, free_port, get
+from tests.unit.test_config_check import GUARDS
+from tests.unit.test_config_check import guarded as guarded_by
 
 JWT = {"alg": "RS256", "jwk_url": "https://auth.example/.well-known/jwks.json", "cache": True}
 
@@ -84,3 +88,16 @@ def test_a_reload_that_adds_a_guard_is_refused_and_the_running_config_stays(tmp_
         assert get(p.port, "/private/decks")[0] == 404  # the guarded routes never came in
     finally:
         assert p.stop() == 0
+
+
+@pytest.mark.parametrize("ns,level,block,name", GUARDS, ids=[f"{g[0]}@{g[1]}" for g in GUARDS])
+def test_every_guard_fails_check_and_run_and_ignore_unsupported_lets_check_pass(tmp_path, ns, level, block, name):
+    path = write(tmp_path, {**guarded_by(ns, level, block), "listen_ip": "127.0.0.1"})
+    r = cli("check", "-c", path)
+    assert r.returncode == 1 and f'["{ns}"]' in r.stderr and "DELETE /private" in r.stderr, r.stderr
+    r = cli("run", "-c", path, "-p", "0")
+    assert r.returncode == 1 and "ready" not in r.stdout and f'["{ns}"]' in r.stderr
+    accepted = guarded_by(ns, level, block, extra={"fastproxy": {"ignore_unsupported": [name]}})
+    r = cli("check", "-c", write(tmp_path, accepted))
+    assert r.returncode == 0, r.stderr
+    assert f'["{ns}"]: `{ns}`' in r.stdout and "ignore_unsupported accepts serving" in r.stdout
