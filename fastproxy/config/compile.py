@@ -70,7 +70,7 @@ class Problems:
                 continue
             where = f"{path}.{key}"
             if key in known_ignored:
-                self.warn(where, "recognised KrakenD field, not needed by fastproxy: ignored")
+                self.warn(where, "recognised KrakenD field, not used by fastproxy: ignored")
                 continue
             hit = closest(key, known)
             if hit is not None:
@@ -358,8 +358,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         problems.warn("$.response_header_timeout",
                       "not used by fastproxy: the endpoint timeout bounds the wait for the response head")
     for key in raw:
-        if is_comment(key) or (key == "output_encoding" and raw[key] == "no-op"):
-            continue  # comments ($schema, @comment); no-op: what fastproxy does anyway
+        if is_comment(key) or (key == "output_encoding" and raw[key] == "no-op") or key == "tls":
+            continue  # comments ($schema, @comment); no-op: what fastproxy does anyway; tls: fail_closed
         if key in schema.IGNORED_ROOT_FIELDS:
             problems.warn(f"$.{key}", "recognised KrakenD field, not implemented by fastproxy: ignored")
         elif key not in schema.Root.__struct_fields__:
@@ -370,9 +370,12 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     extra = root.extra_config
     settings = problems.convert(extra.get("fastproxy", {}), schema.Settings, '$.extra_config["fastproxy"]', partial=True)
     settings = settings or schema.Settings()
+    problems.fields(extra.get("router", {}), schema.RouterOptions, '$.extra_config["router"]',
+                    known_ignored=schema.IGNORED_ROUTER_FIELDS)
     router_opts = problems.convert(extra.get("router", {}), schema.RouterOptions, '$.extra_config["router"]', partial=True)
     router_opts = router_opts or schema.RouterOptions()
     sp = '$.extra_config["fastproxy"]'
+    own_settings = extra.get("fastproxy") if isinstance(extra.get("fastproxy"), dict) else {}
     for name in ("max_request_line", "max_header_size", "max_head_size", "max_headers", "max_body_size",
                  "max_connections"):
         problems.positive_int(getattr(settings, name), f"{sp}.{name}")
@@ -394,7 +397,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         max_header_size=settings.max_header_size,
         max_head_size=settings.max_head_size,
         max_headers=settings.max_headers,
-        max_body_size=settings.max_body_size,
+        max_body_size=settings.max_body_size if router_opts.max_payload <= 0 or "max_body_size" in own_settings
+        else router_opts.max_payload,
         max_connections=settings.max_connections,
         read_header_timeout=_pick(problems, settings.read_header_timeout, f"{sp}.read_header_timeout",
                                   root.read_header_timeout, "$.read_header_timeout", 10.0),

@@ -192,31 +192,45 @@ def endpoint_labels(raw_root: dict) -> list[str]:
     return labels
 
 
+def root_tls(raw_root: dict) -> Optional[str]:
+    """What a root `tls` block would protect (SPEC §5, not implemented yet), or None when absent
+    or `disabled`: served as plain HTTP, its clients' certificates (mTLS) would go unchecked."""
+    tls = raw_root.get("tls")
+    if not isinstance(tls, dict) or tls.get("disabled") is True:
+        return None
+    return "TLS termination" + (" and the client certificates it requires (mTLS)" if tls.get("enable_mtls") else "")
+
+
 def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path: str) -> None:
     """Report every guard of the file (SPEC §1 "Fail closed"): an error naming the endpoints it
     would leave unprotected, or a warning where `ignore_unsupported` accepts the loss."""
     accepted = {canonical(n) for n in ignore} | set(ignore)
     labels = endpoint_labels(raw_root)
+    every = f"every endpoint without it ({len(labels)}: {', '.join(labels)})"
     validator = has_validator(raw_root)
     present: set[str] = set()
+
+    def report(where: str, key: str, name: str, lost: str, who: str) -> None:
+        what = f"`{key}` ({lost}) is not implemented by fastproxy"
+        if key in accepted or name in accepted:
+            problems.warn(where, f"{what}; ignore_unsupported accepts serving {who}")
+        else:
+            problems.error(where, f"{what}: running this file would serve {who} (fail closed). Remove the "
+                                  f'block, or accept the loss with "ignore_unsupported": ["{name}"] in '
+                                  'extra_config["fastproxy"]')
+
+    tls = root_tls(raw_root)
+    if tls is not None:
+        present.add("tls")
+        report("$.tls", "tls", "tls", tls, every)
     for path, extra, index in _extra_configs(raw_root):
         if not isinstance(extra, dict):
             continue
         present.update(extra)
         present.update(canonical(k) for k in extra)
-        if index is None:
-            who = f"every endpoint without it ({len(labels)}: {', '.join(labels)})"
-        else:
-            who = f"{labels[index]} without it"
+        who = every if index is None else f"{labels[index]} without it"
         for key, name, lost in guards_in(extra, validator):
-            where = f'{path}["{key}"]'
-            what = f"`{key}` ({lost}) is not implemented by fastproxy"
-            if key in accepted or name in accepted:
-                problems.warn(where, f"{what}; ignore_unsupported accepts serving {who}")
-            else:
-                problems.error(where, f"{what}: running this file would serve {who} (fail closed). Remove the "
-                                      f'block, or accept the loss with "ignore_unsupported": ["{name}"] in '
-                                      'extra_config["fastproxy"]')
+            report(f'{path}["{key}"]', key, name, lost, who)
         for key in extra:
             if canonical(key) == "auth/signer" and not validator:
                 problems.note("auth/signer", f'{path}["{key}"]', "token signing is not implemented by fastproxy: "

@@ -89,6 +89,16 @@ class RouterOptions(msgspec.Struct, frozen=True):
     remote_ip_headers: list[str] = msgspec.field(default_factory=lambda: ["X-Forwarded-For", "X-Real-IP"])
     forwarded_by_client_ip: Optional[bool] = None
     return_error_msg: bool = False
+    max_payload: int = 0  # KrakenD EE: the request body limit; the default of max_body_size here
+
+
+# The other fields of KrakenD's `router` block: recognised, and without a meaning here.
+IGNORED_ROUTER_FIELDS = frozenset({
+    "app_engine", "auto_options", "decompress_gzip", "disable_access_log", "disable_gzip",
+    "disable_handle_method_not_allowed", "disable_health", "disable_path_decoding",
+    "disable_redirect_fixed_path", "disable_redirect_trailing_slash", "error_body", "health_path",
+    "hide_version_header", "logger_skip_paths", "max_multipart_memory", "remove_extra_slash", "use_h2c",
+})
 
 
 # Root and endpoint fields KrakenD knows that fastproxy reads but does not act on. `check` lists
@@ -96,7 +106,7 @@ class RouterOptions(msgspec.Struct, frozen=True):
 IGNORED_ROOT_FIELDS = {
     "name", "cache_ttl", "output_encoding", "debug_endpoint", "echo_endpoint", "disable_rest",
     "read_timeout", "write_timeout", "max_header_bytes", "disable_keep_alives",
-    "disable_compression", "max_idle_connections", "expect_continue_timeout", "tls",
+    "disable_compression", "max_idle_connections", "expect_continue_timeout",
     "plugin", "sequential_start", "allow_insecure_connections", "client_tls", "use_h2c",
     "dns_cache_ttl", "async_agent", "disable_strict_rest", "dialer_keep_alive",
     "dialer_fallback_delay", "idle_connection_timeout",

@@ -372,3 +372,38 @@ def test_a_flexible_configuration_template_is_named_as_such(tmp_path, name, text
     (problem,) = exc.value.problems
     assert problem.startswith(f"{path}: line ")
     assert "KrakenD flexible-configuration template" in problem and "render it first" in problem
+
+
+# ---------------------------------------------------------------------------------------------
+# The root `tls` block and the `router` block
+
+@pytest.mark.parametrize("tls,words", [
+    ({"public_key": "/c.pem", "private_key": "/k.pem"}, "(TLS termination)"),
+    ({"keys": [{"public_key": "/c.pem", "private_key": "/k.pem"}], "enable_mtls": True, "ca_certs": ["/ca.pem"]},
+     "(TLS termination and the client certificates it requires (mTLS))"),
+])
+def test_a_tls_block_is_a_guard_until_fastproxy_terminates_tls(tls, words):
+    # served as plain HTTP, an mTLS-only gateway would let in any client without a certificate
+    problems = errors_of(cfg(ep("/a"), tls=tls))
+    assert_problem(problems, "$.tls", ["`tls`", words, "every endpoint without it (1: GET /a)", "(fail closed)"])
+    snap = compile_config(cfg(ep("/a"), tls=tls, extra_config=settings(ignore_unsupported=["tls"])))
+    assert_problem(snap.warnings, "$.tls", ["ignore_unsupported accepts serving every endpoint"])
+
+
+def test_a_disabled_tls_block_is_plain_http_as_in_krakend():
+    assert warnings_of(cfg(ep("/a"), tls={"disabled": True, "public_key": "/c.pem"})) == []
+
+
+def test_router_block_fields_are_checked_like_any_control():
+    problems = errors_of(cfg(ep("/a"), extra_config={"router": {"trusted_proxie": ["10.0.0.0/8"]}}))
+    assert_problem(problems, '$.extra_config["router"].trusted_proxie', ["did you mean `trusted_proxies`?"])
+    snap = compile_config(cfg(ep("/a"), extra_config={"router": {"health_path": "/health", "colour": 1}}))
+    assert_problem(snap.warnings, '$.extra_config["router"].health_path', ["recognised KrakenD field"])
+    assert_problem(snap.warnings, '$.extra_config["router"].colour', ["unknown field: ignored"])
+
+
+def test_krakend_max_payload_is_the_body_limit_unless_fastproxy_sets_its_own():
+    assert compile_config(cfg(ep("/a"), extra_config={"router": {"max_payload": 4096}})).protocol.max_body_size == 4096
+    both = compile_config(cfg(ep("/a"), extra_config={"router": {"max_payload": 4096}, **settings(max_body_size=100)}))
+    assert both.protocol.max_body_size == 100
+    assert compile_config(cfg(ep("/a"))).protocol.max_body_size == 10 * 1024 * 1024
