@@ -60,11 +60,19 @@ GUARD_ALIASES: dict[str, str] = {
     "github.com/devopsfaith/krakend-jsonschema": "validation/json-schema",
     "github.com/devopsfaith/krakend-httpsecure": "security/http",
     "github_com/devopsfaith/krakend-httpsecure": "security/http",
+    "github_com/devopsfaith/krakend-apikeys": "auth/api-keys",
+}
+
+# At the root these only declare what the endpoints' own blocks use (the API keys and roles; the
+# JWK cache shared by validators): KrakenD protects an endpoint only through its own block.
+DECLARATIONS = {
+    "auth/api-keys": "declares the API keys and roles the endpoints' `auth/api-keys` blocks check",
+    "auth/validator": "configures the JWK cache the endpoints' `auth/validator` blocks share",
 }
 
 # Recognised, not implemented, and guarding nothing: ignored with a warning.
 IGNORABLE = frozenset({
-    "auth/jose", "security/cors", "github_com/devopsfaith/krakend-cors",
+    "security/cors", "github_com/devopsfaith/krakend-cors",
     "modifier/jmespath", "modifier/response-body-generator", "modifier/response-headers",
     "proxy", "websocket", "backend/http", "backend/http/client", "backend/amqp/consumer",
     "backend/amqp/producer", "backend/pubsub/subscriber", "backend/pubsub/publisher",
@@ -230,6 +238,10 @@ def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path
         present.update(canonical(k) for k in extra)
         who = every if index is None else f"{labels[index]} without it"
         for key, name, lost in guards_in(extra, validator):
+            if index is None and name in DECLARATIONS:
+                problems.warn(f'{path}["{key}"]', f"{DECLARATIONS[name]}; not implemented by fastproxy: ignored "
+                                                  "(each endpoint block that uses it is refused)")
+                continue
             report(f'{path}["{key}"]', key, name, lost, who)
         for key in extra:
             if canonical(key) == "auth/signer" and not validator:

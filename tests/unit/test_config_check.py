@@ -50,7 +50,7 @@ B0 = "$.endpoints[0].backend[0].extra_config"
 GUARDS = [
     ("auth/validator", "endpoint", {"alg": "RS256", "jwk_url": "https://idp.example/jwks"}, "auth/validator"),
     ("auth/api-keys", "endpoint", {"roles": ["admin"]}, "auth/api-keys"),
-    ("auth/api-keys", "service", {"keys": [{"key": "k", "roles": ["admin"]}]}, "auth/api-keys"),
+    ("github_com/devopsfaith/krakend-apikeys", "endpoint", {"roles": ["admin"]}, "auth/api-keys"),
     ("auth/basic", "endpoint", {"htpasswd_path": "/etc/htpasswd"}, "auth/basic"),
     ("auth/basic", "service", {"htpasswd_path": "/etc/htpasswd"}, "auth/basic"),
     ("auth/revoker", "service", {"N": 1000, "P": 0.01, "hash_name": "optimal", "TTL": 1500}, "auth/revoker"),
@@ -127,6 +127,18 @@ def test_ignoring_one_guard_leaves_the_others_errors():
     problems = errors_of(raw)
     assert at(problems, f'{E0}["validation/cel"]')
     assert not at(problems, f'{E0}["auth/validator"]')
+
+
+@pytest.mark.parametrize("ns,block", [
+    ("auth/api-keys", {"keys": [{"key": "k", "roles": ["admin"]}]}),
+    ("auth/validator", {"shared_cache_duration": 900}),
+])
+def test_root_declarations_warn_and_the_endpoint_blocks_that_use_them_are_refused(ns, block):
+    snap = compile_config(cfg(ep("/public"), extra_config={ns: block}))
+    assert_problem(snap.warnings, f'$.extra_config["{ns}"]', ["not implemented by fastproxy: ignored"])
+    problems = errors_of(cfg(ep("/private", extra={ns: {"roles": ["admin"]}}), ep("/public"), extra_config={ns: block}))
+    assert not at(problems, f'$.extra_config["{ns}"]')
+    assert_problem(problems, f'{E0}["{ns}"]', ["GET /private without it"])
 
 
 def test_the_implemented_http_server_plugins_are_not_guards_but_the_others_are():
