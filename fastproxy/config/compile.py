@@ -416,8 +416,11 @@ def _templates(value: Any, path: str, problems: Problems) -> None:
                                  "render the template first (KrakenD: FC_ENABLE=1 FC_OUT=out.json krakend check), "
                                  "then run fastproxy on the rendered file")
     elif isinstance(value, dict):
+        quoted = path.endswith("extra_config")  # namespaces are written ["qos/ratelimit/router"]
         for k, v in value.items():
-            _templates(v, f'{path}["{k}"]' if "/" in k or not k.isidentifier() else f"{path}.{k}", problems)
+            if not is_comment(k):
+                plain = not quoted and isinstance(k, str) and k.isidentifier()
+                _templates(v, f"{path}.{k}" if plain else f'{path}["{k}"]', problems)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _templates(v, f"{path}[{i}]", problems)

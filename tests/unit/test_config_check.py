@@ -248,6 +248,8 @@ NAME_ERRORS = [
      f'{B0}["qos/circuit-breaker"].timeout', ["at most 86400 seconds"]),
     ("template left in a value", cfg(ep("/a"), host=['{{ env "BACKEND" }}']),
      "$.host[0]", ["KrakenD flexible-configuration template", "render the template first"]),
+    ("template left in a namespace", cfg(ep("/a"), extra_config=settings(drain_timeout="{{ .drain }}")),
+     '$.extra_config["fastproxy"].drain_timeout', ["KrakenD flexible-configuration template"]),
 ]
 
 
@@ -327,7 +329,7 @@ def test_krakend_comments_pass_silently_everywhere():
     raw = cfg(ep("/a", extra={"@comment": "limits", "qos/ratelimit/router": {"max_rate": 1, "@comment": "1/s"}},
                  **{"@comment": "x"}),
               **{"$schema": "https://www.krakend.io/schema/v2.7/krakend.json", "@comment": "root", "_note": "n"})
-    raw["endpoints"][0]["backend"][0]["#todo"] = "later"
+    raw["endpoints"][0]["backend"][0]["#todo"] = "render {{ .x }} later"
     assert warnings_of(raw) == []
 
 
