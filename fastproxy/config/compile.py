@@ -5,8 +5,9 @@ problems before failing, so `fastproxy check` lists every error at once, each wi
 Nothing here runs per request: the server reaches the compiled route table, the per-route
 backend templates and policy chains through the Snapshot, and a reload swaps that reference.
 
-Extension: a namespace in `extra_config` is compiled by the handler registered for its level in
-`policies.py`; handlers add policy objects to the route's chain in SPEC order.
+Extension: a namespace in `extra_config` is compiled by the handler the table of
+`policies/registry.py` names for its level; handlers add policy objects to the route's chain,
+which is sorted into SPEC order.
 """
 
 from dataclasses import dataclass, field
@@ -17,7 +18,10 @@ from fastproxy.config import schema
 from fastproxy.config.load import ConfigError, load_file, with_positions
 from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment
 from fastproxy.config.problems import Problems, kind_of
+from fastproxy import policies
+from fastproxy.policies import registry
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
+from fastproxy.security.policy import client_ip_resolver
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 MAX_WORKERS = 512  # processes per instance; more is a typo, not a machine
@@ -149,8 +153,6 @@ def _template(url_pattern: str, params: set, path: str, problems: Problems) -> O
 
 def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     """Compile raw decoded data; raise ConfigError listing every problem."""
-    from fastproxy import policies
-
     problems = Problems(source)
     if not isinstance(raw, dict):
         found = "an empty document" if raw is None else kind_of(raw)
@@ -206,7 +208,7 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         problems.error(f"{sp}.admin.port", f"expected a TCP port 0-65535 (0 disables), found {settings.admin.port}")
     if not _is_ip(settings.admin.listen_ip):
         problems.error(f"{sp}.admin.listen_ip", f"expected an IPv4 or IPv6 address, found {settings.admin.listen_ip!r}")
-    problems.duration(settings.redis_timeout, f"{sp}.redis_timeout", 0.05, True)
+    redis_timeout = problems.duration(settings.redis_timeout, f"{sp}.redis_timeout", 0.05, True)
     proto = Protocol(
         max_request_line=settings.max_request_line,
         max_header_size=settings.max_header_size,
@@ -231,12 +233,11 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     )
     default_timeout = problems.duration(root.timeout, "$.timeout", 2.0, True)
 
-    ctx = policies.CompileContext(problems, raw_root=raw, root=root, router=router_opts)
+    ctx = policies.CompileContext(problems, raw_root=raw, root=root, router=router_opts, settings=settings,
+                                  redis_timeout=redis_timeout)
     ctx.ignore = frozenset(settings.ignore_unsupported)
-    from fastproxy.security.policy import client_ip_resolver
-
     ctx.client_ip = client_ip_resolver(ctx)
-    service_checks = policies.compile_level("service", extra, "$.extra_config", ctx)
+    service_checks = registry.compile_level("service", extra, "$.extra_config", ctx)
 
     default_hosts = [t for i, h in enumerate(root.host) if (t := _parse_host(h, f"$.host[{i}]", problems))]
     routes = RouteTable()
@@ -313,8 +314,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
             query_names=frozenset(q.encode() for q in iq if q != "*"),
             wildcard=wildcard, checks=(), backend_checks=(), breakers=None, rr=[0],
         )
-        ep_checks = policies.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=route)
-        be_checks = policies.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=route)
+        ep_checks = registry.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=route)
+        be_checks = registry.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=route)
         if isinstance(route.breakers, frozenset):
             problems.error(f'{be_path}.extra_config["qos/circuit-breaker/http"]',
                            'needs "qos/circuit-breaker" on the same backend')
@@ -428,8 +429,6 @@ def _templates(value: Any, path: str, problems: Problems) -> None:
 
 def load(path: str, previous: Optional[Snapshot] = None) -> Snapshot:
     """Read and compile a file; raise ConfigError. `previous` lends its limiter state to the new one."""
-    from fastproxy import policies
-
     raw = load_file(path)
     try:
         snap = compile_config(raw, source=path)

@@ -11,7 +11,7 @@ Owns the catalogue of namespace names fastproxy does not implement, split in two
 Also here: the families whose unknown or misspelt names are errors (`auth/`, `security/`,
 `qos/`, `governance/`, `validation/`): a typo there turns a control silently off.
 
-Pure data and functions on names; the compile step (`compile.py`, `policies.py`) asks.
+Pure data and functions on names; the compile step (`compile.py`, `policies/registry.py`) asks.
 """
 
 import difflib

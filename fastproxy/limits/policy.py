@@ -251,8 +251,7 @@ def _params_of(route: Any) -> set:
 
 def _register(ctx: Any, key: str, obj: Any) -> Any:
     if isinstance(obj, Limit):
-        settings = ctx.root.extra_config.get("fastproxy")
-        obj.headers_on = not (isinstance(settings, dict) and settings.get("ratelimit_headers") is False)
+        obj.headers_on = ctx.settings.ratelimit_headers
     if key in ctx.state:
         ctx.problems.error(ctx.current_path, "the same limit is configured twice here (a namespace and its "
                                              "legacy alias?): keep one")
@@ -260,16 +259,14 @@ def _register(ctx: Any, key: str, obj: Any) -> Any:
     return obj
 
 
-@policies.register("service", "qos/ratelimit/service")
-def _service(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_service(raw: Any, path: str, ctx: Any, route: Any) -> list:
     # compiled once per configuration; the same objects go into every route's chain
     block = ctx.problems.convert(raw, RouterLimitBlock, path)
     check_fields(ctx, raw, path)
     return [] if block is None else compile_router_block(block, path, ctx, "service", None, "service")
 
 
-@policies.register("endpoint", "qos/ratelimit/router")
-def _router(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_router(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.convert(raw, RouterLimitBlock, path)
     check_fields(ctx, raw, path)
     if block is None:
@@ -277,8 +274,7 @@ def _router(raw: Any, path: str, ctx: Any, route: Any) -> list:
     return compile_router_block(block, path, ctx, "endpoint", route, f"router:{route.method}:{route.name}")
 
 
-@policies.register("endpoint", "github.com/devopsfaith/krakend-ratelimit/juju/router")
-def _juju_router(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_juju_router(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.control_block(raw, JujuRouterBlock, path)
     if block is None:
         return []
@@ -303,15 +299,13 @@ def _proxy_limit(max_rate: float, capacity: int, every_raw: Any, path: str, ctx:
     return [_register(ctx, key, limit)]
 
 
-@policies.register("backend", "qos/ratelimit/proxy")
-def _proxy(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_proxy(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.convert(raw, ProxyLimitBlock, path)
     check_fields(ctx, raw, path, ProxyLimitBlock)
     return [] if block is None else _proxy_limit(block.max_rate, block.capacity, block.every, path, ctx, route)
 
 
-@policies.register("backend", "github.com/devopsfaith/krakend-ratelimit/juju/proxy")
-def _juju_proxy(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_juju_proxy(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.control_block(raw, JujuProxyBlock, path)
     if block is None:
         return []

@@ -152,16 +152,12 @@ def _ip_filter(block: IPFilterBlock, path: str, ctx: Any) -> list:
     return [IPFilterCheck(policies.ORDER_IP_FILTER, flt, resolver, "ip filter")]
 
 
-@policies.register("service", "security/ip-filter")
-@policies.register("endpoint", "security/ip-filter")
-def _ip_filter_ns(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_ip_filter(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.control_block(raw, IPFilterBlock, path)
     return [] if block is None else _ip_filter(block, path, ctx)
 
 
-@policies.register("service", "security/bot-detector", "github_com/devopsfaith/krakend-botdetector")
-@policies.register("endpoint", "security/bot-detector")
-def _bot(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_bot_detector(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.control_block(raw, BotBlock, path)
     if block is None or not ctx.problems.each(block.patterns, f"{path}.patterns", check_pattern):
         return []
@@ -173,9 +169,7 @@ def _bot(raw: Any, path: str, ctx: Any, route: Any) -> list:
     return [BotCheck(order, det, "bot detector")]
 
 
-@policies.register("service", "security/geofence")
-@policies.register("endpoint", "security/geofence")
-def _geofence(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_geofence(raw: Any, path: str, ctx: Any, route: Any) -> list:
     block = ctx.problems.control_block(raw, GeofenceBlock, path)
     if block is None:
         return []
@@ -205,8 +199,7 @@ def _geodb_at(ctx: Any, db_path: str, path: str) -> Optional[GeoDB]:
     return cache[db_path]
 
 
-@policies.register("service", "plugin/http-server")
-def _http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
     if not isinstance(raw, dict):
         ctx.problems.error(path, f"expected an object, found {type(raw).__name__}")
         return []

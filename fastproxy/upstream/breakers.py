@@ -12,7 +12,6 @@ from typing import Any, Optional
 
 import msgspec
 
-from fastproxy import policies
 from fastproxy.breaker import CircuitBreaker, CLOSED, HALF_OPEN, OPEN
 
 log = logging.getLogger("fastproxy")
@@ -130,12 +129,11 @@ def _handler(block_type: type) -> Any:
     return handler
 
 
-policies.register("backend", "qos/circuit-breaker")(_handler(BreakerBlock))
-policies.register("backend", "github.com/devopsfaith/krakend-circuitbreaker/gobreaker")(_handler(LegacyBreakerBlock))
+compile_breaker = _handler(BreakerBlock)
+compile_legacy_breaker = _handler(LegacyBreakerBlock)
 
 
-@policies.register("backend", "qos/circuit-breaker/http")
-def _http(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_valid_statuses(raw: Any, path: str, ctx: Any, route: Any) -> list:
     b = ctx.problems.control_block(raw, HttpBlock, path)
     if b is None:
         return []

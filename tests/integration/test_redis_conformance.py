@@ -22,7 +22,7 @@ import pytest
 from fastproxy.config.compile import compile_config
 from fastproxy.limits.bucket import TokenBucket, default_capacity
 from fastproxy.limits.redis_store import FALLBACK, PoolConfig, RedisStore
-from fastproxy.limits.shared import RedisLimit
+from fastproxy.limits.redis import RedisLimit
 
 BASES = (0.0, 1_700_000_000.0)
 

@@ -10,7 +10,8 @@ the number of requests a value gets through tells which tier it landed in.
 import pytest
 
 from fastproxy.config.compile import compile_config
-from fastproxy.limits.shared import RedisLimit, TieredCheck, select_tier
+from fastproxy.limits.redis import RedisLimit
+from fastproxy.limits.tiered import TieredCheck, select_tier
 from fastproxy.policies import Rejection
 from tests.configutil import errors_of, assert_problem
 

@@ -1,11 +1,7 @@
-"""The namespaces of `extra_config`: which are implemented, where, and in what order they run.
+"""Which `extra_config` namespace is compiled by which handler, at which level.
 
-Each implemented namespace has a compile handler per level (service, endpoint, backend) that
-turns its block into policy objects. A policy object has an `order` (SPEC §3's evaluation
-order) and a `check(x, now)` method returning None to pass or a Rejection. Handlers are looked up
-by namespace name once, at compile time; a route whose namespaces are absent gets an empty chain
-and runs no policy code at all.
-
+One explicit table (`HANDLERS`): each implemented namespace has a handler per level (service,
+endpoint, backend) that turns its block into policy objects, looked up once at compile time.
 Namespaces that KrakenD knows and fastproxy does not implement are never silently dropped: those
 that guard access are errors (`config/namespaces.py`, fail closed), the others warnings, so
 `fastproxy check` tells a migrating user exactly what will be ignored.
@@ -14,68 +10,51 @@ that guard access are errors (`config/namespaces.py`, fail closed), the others w
 from typing import Any, Callable
 
 from fastproxy.config import namespaces
-
-# SPEC §3: IP filter → geofence → bot detector (service, then endpoint) → service rate limit →
-# tiered limit → endpoint client limit → endpoint limit → backend rate limit → circuit breaker.
-ORDER_IP_FILTER = 10
-ORDER_GEOFENCE = 20
-ORDER_BOT_SERVICE = 30
-ORDER_BOT_ENDPOINT = 31
-ORDER_SERVICE_LIMIT = 40
-ORDER_TIERED = 50
-ORDER_CLIENT_LIMIT = 60
-ORDER_ENDPOINT_LIMIT = 70
-ORDER_BACKEND_LIMIT = 80
-
-
-class Rejection(Exception):
-    """A policy's refusal: the status and headers the client gets, and why (for logs, metrics)."""
-
-    __slots__ = ("status", "headers", "reason")
-
-    def __init__(self, status: int, reason: str, headers: tuple = ()) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers  # tuple of (name bytes, value bytes)
-
-
-class CompileContext:
-    def __init__(self, problems: Any, raw_root: dict, root: Any, router: Any) -> None:
-        self.problems = problems
-        self.raw_root = raw_root
-        self.root = root
-        self.router = router
-        self.state: dict = {}  # stable id -> stateful object (buckets, breakers), carried on reload
-        self.client_ip: Any = None
-        self.current_path = ""  # the namespace being compiled, for errors found across handlers
-        self.shared: dict = {}  # objects several handlers share in one compile (GeoIP readers, Redis pools)
-        self.ignore: frozenset = frozenset()  # the fastproxy setting ignore_unsupported
-
+from fastproxy.limits import policy as local_limits
+from fastproxy.limits import redis as redis_limits
+from fastproxy.limits import tiered
+from fastproxy.policies import CompileContext
+from fastproxy.security import policy as security
+from fastproxy.upstream import breakers
 
 Handler = Callable[[Any, str, CompileContext, Any], list]
-HANDLERS: dict[str, dict[str, Handler]] = {"service": {}, "endpoint": {}, "backend": {}}
-ALIASES: dict[str, str] = {}
 
+HANDLERS: dict[str, dict[str, Handler]] = {
+    "service": {
+        "qos/ratelimit/service": local_limits.compile_service,
+        "qos/ratelimit/service/redis": redis_limits.compile_service,
+        "qos/ratelimit/tiered": tiered.compile_service,
+        "security/ip-filter": security.compile_ip_filter,
+        "security/bot-detector": security.compile_bot_detector,
+        "security/geofence": security.compile_geofence,
+        "plugin/http-server": security.compile_http_server,
+    },
+    "endpoint": {
+        "qos/ratelimit/router": local_limits.compile_router,
+        "github.com/devopsfaith/krakend-ratelimit/juju/router": local_limits.compile_juju_router,
+        "qos/ratelimit/router/redis": redis_limits.compile_endpoint,
+        "qos/ratelimit/tiered": tiered.compile_endpoint,
+        "security/ip-filter": security.compile_ip_filter,
+        "security/bot-detector": security.compile_bot_detector,
+        "security/geofence": security.compile_geofence,
+    },
+    "backend": {
+        "qos/ratelimit/proxy": local_limits.compile_proxy,
+        "github.com/devopsfaith/krakend-ratelimit/juju/proxy": local_limits.compile_juju_proxy,
+        "qos/circuit-breaker": breakers.compile_breaker,
+        "github.com/devopsfaith/krakend-circuitbreaker/gobreaker": breakers.compile_legacy_breaker,
+        "qos/circuit-breaker/http": breakers.compile_valid_statuses,
+    },
+}
+# Other names of an implemented namespace, compiled by its handler.
+ALIASES: dict[str, str] = {"github_com/devopsfaith/krakend-botdetector": "security/bot-detector"}
 # Keys that are ours or handled outside the handler table.
 HANDLED_ELSEWHERE = {"service": {"fastproxy", "router", "redis"}, "endpoint": set(), "backend": set()}
-
-
-def register(level: str, namespace: str, *aliases: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        HANDLERS[level][namespace] = fn
-        for alias in aliases:
-            ALIASES[alias] = namespace
-        return fn
-
-    return deco
-
-
 LEVEL_WORDS = {"service": "at the root (service level)", "endpoint": "on endpoints", "backend": "on backends"}
 
 
 def known_namespaces() -> set[str]:
     """Every namespace name fastproxy recognises, implemented or not (for "did you mean")."""
-    _load_handlers()
     names = {n for h in HANDLERS.values() for n in h} | set(ALIASES)
     names |= {n for h in HANDLED_ELSEWHERE.values() for n in h}
     return names | set(namespaces.GUARDS) | set(namespaces.GUARD_ALIASES) | namespaces.IGNORABLE
@@ -88,7 +67,6 @@ def compile_level(level: str, extra: dict, path: str, ctx: CompileContext, route
     whole file. A control (limit, filter, breaker) placed at a level that does not read it, or
     a misspelt one, is an error: as written it controls nothing.
     """
-    _load_handlers()
     out: list = []
     if not isinstance(extra, dict):
         return out
@@ -135,35 +113,3 @@ def _ignored(ctx: CompileContext, ns: str, npath: str, msg: str, label: str) -> 
         ctx.problems.note(f"namespace {ns}", npath, msg, label)
     else:
         ctx.problems.warn(npath, msg)
-
-
-def order(checks: list) -> tuple:
-    return tuple(sorted(checks, key=lambda c: c.order))
-
-
-def carry_state(previous: Any, snap: Any) -> None:
-    """Give the new snapshot the live state objects of limits whose configuration is unchanged."""
-    for key, obj in previous.state.items():
-        new = snap.state.get(key)
-        if new is not None and hasattr(new, "adopt"):
-            new.adopt(obj)
-    for obj in previous.state.values():  # what nobody adopted and holds I/O is closed
-        if hasattr(obj, "retire_unless_adopted"):
-            obj.retire_unless_adopted(snap.state.values())
-
-
-_loaded = False
-
-
-def _load_handlers() -> None:
-    # Feature modules register their handlers on import; imported here so that compile-time is
-    # the only place that knows the full list.
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _FEATURE_MODULES:
-        __import__(mod)
-
-
-_FEATURE_MODULES: list[str] = ["fastproxy.limits.policy", "fastproxy.upstream.breakers", "fastproxy.security.policy", "fastproxy.limits.shared"]

@@ -1,14 +1,11 @@
-"""Redis-backed limits (`qos/ratelimit/router/redis`, `qos/ratelimit/service/redis`) and tiered
-limits (`qos/ratelimit/tiered`), as request policies.
+"""Redis-backed limits (`qos/ratelimit/router/redis`, `qos/ratelimit/service/redis`) as request
+policies, and the root `redis` block's connection pools.
 
 A Redis limit is asynchronous: `check` returns a future (from `RedisStore.decide`) and the server
 calls `complete(x, result, now)` when it resolves; `complete` raises Rejection or passes. When the
 store answers FALLBACK (Redis slow or down), the decision is made by the local twin of the same
 limit (`limits.policy.Limit` / `ClientLimit`, split per worker like any stateless limit), or
-passes with `on_failure_allow`.
-
-Tiered: the `tier_key` header picks the first matching tier (`literal`, `regex` with RE2, `*`);
-its limits run; no match is 403.
+passes with `on_failure_allow`. The store (I/O) is `redis_store.py`.
 """
 
 import asyncio
@@ -17,7 +14,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from fastproxy import policies
 from fastproxy.limits.headers import retry_after_value
 from fastproxy.limits.policy import ClientLimit, RouterLimitBlock, compile_router_block, check_fields
 from fastproxy.limits.redis_store import FALLBACK, PoolConfig, RedisStore
@@ -141,9 +137,7 @@ def _pools(ctx: Any) -> dict:
         return pools
     if root.clusters:
         ctx.problems.warn(f"{path}.clusters", "Redis clusters are not implemented by fastproxy: ignored")
-    settings = ctx.root.extra_config.get("fastproxy", {})
-    timeout = ctx.problems.duration(settings.get("redis_timeout", "50ms") if isinstance(settings, dict) else "50ms",
-                                    '$.extra_config["fastproxy"].redis_timeout', 0.05, True)
+    timeout = ctx.redis_timeout
     for i, rawp in enumerate(root.connection_pools):
         ppath = f"{path}.connection_pools[{i}]"
         p = ctx.problems.convert(rawp, PoolBlock, ppath)
@@ -191,170 +185,9 @@ def compile_redis(raw: Any, path: str, ctx: Any, scope: str, route: Any, shared_
                        block.on_failure_allow) for l in local]
 
 
-@policies.register("service", "qos/ratelimit/service/redis")
-def _service_redis(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_service(raw: Any, path: str, ctx: Any, route: Any) -> list:
     return compile_redis(raw, path, ctx, "service", None, "service")
 
 
-@policies.register("endpoint", "qos/ratelimit/router/redis")
-def _router_redis(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_endpoint(raw: Any, path: str, ctx: Any, route: Any) -> list:
     return compile_redis(raw, path, ctx, "endpoint", route, f"router:{route.method}:{route.name}")
-
-
-# -- tiered -----------------------------------------------------------------------------------
-
-class TierBlock(msgspec.Struct, frozen=True):
-    tier_value: str = ""
-    tier_value_as: str = "literal"
-    ratelimit: Optional[dict] = None
-    ratelimit_redis: Optional[dict] = None
-
-
-class TieredBlock(msgspec.Struct, frozen=True):
-    tier_key: str
-    tiers: list[Any]
-
-
-class Tier:
-    __slots__ = ("kind", "value", "regex", "checks", "name")
-
-    def __init__(self, kind: str, value: bytes, regex: Any, checks: tuple, name: str) -> None:
-        self.kind = kind
-        self.value = value
-        self.regex = regex
-        self.checks = checks
-        self.name = name
-
-    def matches(self, value: Optional[bytes]) -> bool:
-        if self.kind == "*":
-            return True
-        if value is None:
-            return False
-        if self.kind == "literal":
-            return value == self.value
-        return self.regex.search(value) is not None
-
-
-def select_tier(tiers: tuple, value: Optional[bytes]) -> Optional[Tier]:
-    for tier in tiers:
-        if tier.matches(value):
-            return tier
-    return None
-
-
-class TieredCheck:
-    __slots__ = ("order", "key", "tiers")
-
-    def __init__(self, key: bytes, tiers: tuple) -> None:
-        self.order = policies.ORDER_TIERED
-        self.key = key
-        self.tiers = tiers
-
-    def check(self, x: Any, now: float) -> Optional[asyncio.Future]:
-        value = None
-        key = self.key
-        for lname, _, v in x.headers:
-            if lname == key:
-                value = v
-                break
-        tier = select_tier(self.tiers, value)
-        if tier is None:
-            raise Rejection(403, "no matching tier")
-        return _run(x, tier.checks, 0, now)
-
-    def complete(self, x: Any, result: Any, now: float) -> None:
-        if result is not None:
-            raise result
-
-
-def _run(x: Any, checks: tuple, i: int, now: float) -> Optional[asyncio.Future]:
-    """Run `checks[i:]`; None when all passed synchronously (raises Rejection), else a future of
-    None or the Rejection."""
-    while i < len(checks):
-        c = checks[i]
-        i += 1
-        r = c.check(x, now)
-        if r is not None:
-            loop = asyncio.get_running_loop()
-            outer = loop.create_future()
-
-            def done(f: asyncio.Future, c: Any = c, i: int = i) -> None:
-                t = loop.time()
-                try:
-                    c.complete(x, f.result(), t)
-                    nxt = _run(x, checks, i, t)
-                except Rejection as rej:
-                    outer.set_result(rej)
-                    return
-                if nxt is None:
-                    outer.set_result(None)
-                else:
-                    nxt.add_done_callback(lambda f2: outer.set_result(f2.result()))
-
-            r.add_done_callback(done)
-            return outer
-    return None
-
-
-def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
-    from fastproxy.security.botdetector import _options  # RE2 options shared with the bot detector
-    import re2
-
-    block = ctx.problems.convert(raw, TieredBlock, path)
-    if block is None:
-        return []
-    if not block.tiers:
-        ctx.problems.error(f"{path}.tiers", "expected at least one tier, found none")
-        return []
-    base = f"tiered:{scope}" + (f":{route.method}:{route.name}" if route is not None else "")
-    check_fields(ctx, raw, path, TieredBlock)
-    tiers = []
-    for i, rawt in enumerate(block.tiers):
-        tpath = f"{path}.tiers[{i}]"
-        t = ctx.problems.convert(rawt, TierBlock, tpath)
-        if t is None:
-            continue
-        kind = t.tier_value_as
-        regex = None
-        check_fields(ctx, rawt, tpath, TierBlock)
-        if tiers and tiers[-1].kind == "*":
-            ctx.problems.warn(tpath, "never reached: a '*' tier before it matches every request")
-        if kind == "policy":
-            ctx.problems.error(f"{tpath}.tier_value_as", "KrakenD's 'policy' matcher (a security-policies "
-                               "expression) is not implemented by fastproxy: expected literal, regex or *")
-            continue
-        if kind not in ("literal", "regex", "*"):
-            ctx.problems.error(f"{tpath}.tier_value_as", f"expected literal, regex or *, found {kind!r}")
-            continue
-        if kind == "regex":
-            try:
-                regex = re2.compile(t.tier_value.encode(), _options())
-            except re2.error as exc:
-                ctx.problems.error(f"{tpath}.tier_value", f"invalid regular expression {t.tier_value!r}: {exc}")
-                continue
-        if (t.ratelimit is None) == (t.ratelimit_redis is None):
-            ctx.problems.error(tpath, "expected exactly one of ratelimit or ratelimit_redis")
-            continue
-        key = f"{base}:{i}"
-        if t.ratelimit is not None:
-            rpath = f"{tpath}.ratelimit"
-            b = ctx.problems.convert(t.ratelimit, RouterLimitBlock, rpath)
-            check_fields(ctx, t.ratelimit, rpath)
-            checks = [] if b is None else compile_router_block(b, rpath, ctx, scope, route, key)
-        else:
-            checks = compile_redis(t.ratelimit_redis, f"{tpath}.ratelimit_redis", ctx, scope, route, key)
-        tiers.append(Tier(kind, t.tier_value.encode(), regex, policies.order(checks), t.tier_value))
-    if not block.tier_key:
-        ctx.problems.error(f"{path}.tier_key", "expected a header name, found none")
-        return []
-    return [TieredCheck(block.tier_key.lower().encode(), tuple(tiers))]
-
-
-@policies.register("service", "qos/ratelimit/tiered")
-def _tiered_service(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    return _tiered(raw, path, ctx, None, "service")
-
-
-@policies.register("endpoint", "qos/ratelimit/tiered")
-def _tiered_endpoint(raw: Any, path: str, ctx: Any, route: Any) -> list:
-    return _tiered(raw, path, ctx, route, "endpoint")

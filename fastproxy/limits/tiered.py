@@ -1,0 +1,172 @@
+"""Tiered limits (`qos/ratelimit/tiered`, root or endpoint) as a request policy.
+
+The `tier_key` header picks the first matching tier (`literal`, `regex` with RE2: unanchored
+search, `*`: any request); that tier's limits run, local (`ratelimit`) or shared through Redis
+(`ratelimit_redis`); a request that matches no tier is refused with 403. A tier's limits may
+wait on Redis, so the tier runs its own chain (`_run`) and resumes it when a decision arrives.
+"""
+
+import asyncio
+from typing import Any, Optional
+
+import msgspec
+
+from fastproxy import policies
+from fastproxy.limits.policy import RouterLimitBlock, check_fields, compile_router_block
+from fastproxy.limits.redis import compile_redis
+from fastproxy.policies import Rejection
+
+
+class TierBlock(msgspec.Struct, frozen=True):
+    tier_value: str = ""
+    tier_value_as: str = "literal"
+    ratelimit: Optional[dict] = None
+    ratelimit_redis: Optional[dict] = None
+
+
+class TieredBlock(msgspec.Struct, frozen=True):
+    tier_key: str
+    tiers: list[Any]
+
+
+class Tier:
+    __slots__ = ("kind", "value", "regex", "checks", "name")
+
+    def __init__(self, kind: str, value: bytes, regex: Any, checks: tuple, name: str) -> None:
+        self.kind = kind
+        self.value = value
+        self.regex = regex
+        self.checks = checks
+        self.name = name
+
+    def matches(self, value: Optional[bytes]) -> bool:
+        if self.kind == "*":
+            return True
+        if value is None:
+            return False
+        if self.kind == "literal":
+            return value == self.value
+        return self.regex.search(value) is not None
+
+
+def select_tier(tiers: tuple, value: Optional[bytes]) -> Optional[Tier]:
+    for tier in tiers:
+        if tier.matches(value):
+            return tier
+    return None
+
+
+class TieredCheck:
+    __slots__ = ("order", "key", "tiers")
+
+    def __init__(self, key: bytes, tiers: tuple) -> None:
+        self.order = policies.ORDER_TIERED
+        self.key = key
+        self.tiers = tiers
+
+    def check(self, x: Any, now: float) -> Optional[asyncio.Future]:
+        value = None
+        key = self.key
+        for lname, _, v in x.headers:
+            if lname == key:
+                value = v
+                break
+        tier = select_tier(self.tiers, value)
+        if tier is None:
+            raise Rejection(403, "no matching tier")
+        return _run(x, tier.checks, 0, now)
+
+    def complete(self, x: Any, result: Any, now: float) -> None:
+        if result is not None:
+            raise result
+
+
+def _run(x: Any, checks: tuple, i: int, now: float) -> Optional[asyncio.Future]:
+    """Run `checks[i:]`; None when all passed synchronously (raises Rejection), else a future of
+    None or the Rejection."""
+    while i < len(checks):
+        c = checks[i]
+        i += 1
+        r = c.check(x, now)
+        if r is not None:
+            loop = asyncio.get_running_loop()
+            outer = loop.create_future()
+
+            def done(f: asyncio.Future, c: Any = c, i: int = i) -> None:
+                t = loop.time()
+                try:
+                    c.complete(x, f.result(), t)
+                    nxt = _run(x, checks, i, t)
+                except Rejection as rej:
+                    outer.set_result(rej)
+                    return
+                if nxt is None:
+                    outer.set_result(None)
+                else:
+                    nxt.add_done_callback(lambda f2: outer.set_result(f2.result()))
+
+            r.add_done_callback(done)
+            return outer
+    return None
+
+
+def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
+    from fastproxy.security.botdetector import _options  # RE2 options shared with the bot detector
+    import re2
+
+    block = ctx.problems.convert(raw, TieredBlock, path)
+    if block is None:
+        return []
+    if not block.tiers:
+        ctx.problems.error(f"{path}.tiers", "expected at least one tier, found none")
+        return []
+    base = f"tiered:{scope}" + (f":{route.method}:{route.name}" if route is not None else "")
+    check_fields(ctx, raw, path, TieredBlock)
+    tiers = []
+    for i, rawt in enumerate(block.tiers):
+        tpath = f"{path}.tiers[{i}]"
+        t = ctx.problems.convert(rawt, TierBlock, tpath)
+        if t is None:
+            continue
+        kind = t.tier_value_as
+        regex = None
+        check_fields(ctx, rawt, tpath, TierBlock)
+        if tiers and tiers[-1].kind == "*":
+            ctx.problems.warn(tpath, "never reached: a '*' tier before it matches every request")
+        if kind == "policy":
+            ctx.problems.error(f"{tpath}.tier_value_as", "KrakenD's 'policy' matcher (a security-policies "
+                               "expression) is not implemented by fastproxy: expected literal, regex or *")
+            continue
+        if kind not in ("literal", "regex", "*"):
+            ctx.problems.error(f"{tpath}.tier_value_as", f"expected literal, regex or *, found {kind!r}")
+            continue
+        if kind == "regex":
+            try:
+                regex = re2.compile(t.tier_value.encode(), _options())
+            except re2.error as exc:
+                ctx.problems.error(f"{tpath}.tier_value", f"invalid regular expression {t.tier_value!r}: {exc}")
+                continue
+        if (t.ratelimit is None) == (t.ratelimit_redis is None):
+            ctx.problems.error(tpath, "expected exactly one of ratelimit or ratelimit_redis")
+            continue
+        key = f"{base}:{i}"
+        if t.ratelimit is not None:
+            rpath = f"{tpath}.ratelimit"
+            b = ctx.problems.convert(t.ratelimit, RouterLimitBlock, rpath)
+            check_fields(ctx, t.ratelimit, rpath)
+            checks = [] if b is None else compile_router_block(b, rpath, ctx, scope, route, key)
+        else:
+            checks = compile_redis(t.ratelimit_redis, f"{tpath}.ratelimit_redis", ctx, scope, route, key)
+        tiers.append(Tier(kind, t.tier_value.encode(), regex, policies.order(checks), t.tier_value))
+    if not block.tier_key:
+        ctx.problems.error(f"{path}.tier_key", "expected a header name, found none")
+        return []
+    return [TieredCheck(block.tier_key.lower().encode(), tuple(tiers))]
+
+
+def compile_service(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    return _tiered(raw, path, ctx, None, "service")
+
+
+def compile_endpoint(raw: Any, path: str, ctx: Any, route: Any) -> list:
+    return _tiered(raw, path, ctx, route, "endpoint")
