@@ -61,6 +61,10 @@ GUARD_ALIASES: dict[str, str] = {
     "github.com/devopsfaith/krakend-httpsecure": "security/http",
     "github_com/devopsfaith/krakend-httpsecure": "security/http",
     "github_com/devopsfaith/krakend-apikeys": "auth/api-keys",
+    "github_com/devopsfaith/bloomfilter": "auth/revoker",
+    "github.com/devopsfaith/krakend/transport/http/client/executor": "plugin/http-client",
+    # plugin/http-server's 1.x name: fastproxy reads none of its plugins there, so all are guards
+    "github_com/devopsfaith/krakend/transport/http/server/handler": "plugin/http-server",
 }
 
 # At the root these only declare what the endpoints' own blocks use (the API keys and roles; the
@@ -86,8 +90,7 @@ IGNORABLE = frozenset({
     "github_com/devopsfaith/krakend-gologging", "github_com/devopsfaith/krakend-metrics",
     "github_com/devopsfaith/krakend-opencensus", "github_com/letgoapp/krakend-influx",
     "github_com/devopsfaith/krakend-logstash", "github.com/devopsfaith/krakend/proxy",
-    "github.com/devopsfaith/krakend/transport/http/client/executor",
-    "github.com/devopsfaith/krakend-httpcache", "github_com/devopsfaith/bloomfilter",
+    "github.com/devopsfaith/krakend-httpcache",
 })
 
 # `plugin/http-server` plugins fastproxy implements (SPEC §3.11, §3.12).
@@ -127,8 +130,8 @@ def http_server_guards(block: object) -> list[str]:
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, list):
-        return []
-    return [n for n in names if n not in HTTP_SERVER_PLUGINS]
+        return [f"named by {names!r}"]  # unreadable: whatever it names is not enforced
+    return [n if isinstance(n, str) else f"named by {n!r}" for n in names if n not in HTTP_SERVER_PLUGINS]
 
 
 def guards_in(extra: object, has_validator: bool) -> list[tuple[str, str, str]]:
@@ -148,11 +151,13 @@ def guards_in(extra: object, has_validator: bool) -> list[tuple[str, str, str]]:
         if name == "auth/signer" and not has_validator:
             continue
         if name == "plugin/http-server":
-            missing = http_server_guards(block)
-            if not missing:
+            if key != name:  # the 1.x name: fastproxy reads none of the plugins listed there
+                out.append((key, name, "the http-server plugins it lists"))
                 continue
-            out.append((key, name, f"the http-server plugin{'s' if len(missing) > 1 else ''} "
-                                   f"{', '.join(repr(m) for m in missing)}"))
+            missing = http_server_guards(block)
+            if missing:
+                out.append((key, name, f"the http-server plugin{'s' if len(missing) > 1 else ''} "
+                                       f"{', '.join(repr(m) for m in missing)}"))
             continue
         out.append((key, name, GUARDS[name]))
     return out
@@ -248,8 +253,59 @@ def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path
                 problems.note("auth/signer", f'{path}["{key}"]', "token signing is not implemented by fastproxy: "
                               "the backend's response is returned unsigned", labels[index] if index is not None
                               else "every endpoint")
+    if accepted:
+        for where, msg in forged_identity(raw_root, accepted):
+            problems.error(where, msg)
     for i, name in enumerate(ignore):
         if name not in present:
             known = [n for n in present if is_control(n)] + list(GUARDS)
             problems.warn(f"{ignore_path}[{i}]", f"{name!r} is listed but no block of the file uses it"
                                                  f"{did_you_mean(name, known)}")
+
+
+def _forwards(endpoint: dict, header: str) -> Optional[str]:
+    """How an endpoint forwards a client's `header` to its backend, or None when it does not."""
+    names = endpoint.get("input_headers")
+    if not isinstance(names, list):
+        return None  # KrakenD's default: Content-Type only
+    if "*" in names:
+        return 'input_headers ["*"] forwards it'
+    if any(isinstance(n, str) and n.lower() == header.lower() for n in names):
+        return "input_headers forwards it"
+    return None
+
+
+def forged_identity(raw_root: dict, accepted: set[str]) -> list[tuple[str, str]]:
+    """Headers a waived identity guard would have set from a verified identity, that the
+    endpoint forwards from the client: with the guard not enforced, the client's own copy reaches
+    the backend, and anybody can claim any identity. Not acceptable by `ignore_unsupported`."""
+    out: list[tuple[str, str]] = []
+    root_extra = raw_root.get("extra_config") if isinstance(raw_root.get("extra_config"), dict) else {}
+    role_header = None
+    for key, block in root_extra.items():
+        if canonical(key) == "auth/api-keys" and isinstance(block, dict) and isinstance(block.get("propagate_role"), str):
+            role_header = (f'$.extra_config["{key}"].propagate_role', block["propagate_role"])
+    for i, ep in enumerate(raw_root.get("endpoints") or []):
+        extra = ep.get("extra_config") if isinstance(ep, dict) else None
+        if not isinstance(extra, dict):
+            continue
+        for key, block in extra.items():
+            name = canonical(key)
+            if not (key in accepted or name in accepted) or not isinstance(block, dict):
+                continue
+            sets: list[tuple[str, str, str]] = []  # (path, header, from what)
+            if name == "auth/validator":
+                for j, pair in enumerate(block.get("propagate_claims") or []):
+                    if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair):
+                        sets.append((f'$.endpoints[{i}].extra_config["{key}"].propagate_claims[{j}]', pair[1],
+                                     f"the verified token's claim {pair[0]!r}"))
+            elif name == "auth/api-keys" and role_header is not None:
+                sets.append((role_header[0], role_header[1], "the verified API key's role"))
+            for where, header, source in sets:
+                how = _forwards(ep, header)
+                if how is not None:
+                    out.append((where, f"{header} is set from {source}; with `{key}` not enforced (ignore_unsupported) "
+                                       f"the client's own {header} reaches the backend ({how}): anybody could claim "
+                                       f"any identity on {ep.get('method', 'GET')} {ep.get('endpoint')}. Stop "
+                                       f"forwarding {header} from the client, or remove the block"))
+    return out

@@ -82,6 +82,12 @@ GUARDS = [
     ("github.com/devopsfaith/krakend-martian", "backend", {"header.Modifier": {}}, "modifier/martian"),
     ("github.com/devopsfaith/krakend-lua/router", "endpoint", {"pre": "x()"}, "modifier/lua-endpoint"),
     ("github.com/devopsfaith/krakend-cel", "endpoint", [{"check_expr": "true"}], "validation/cel"),
+    ("github_com/devopsfaith/bloomfilter", "service", {"N": 1000, "P": 0.01, "TTL": 1500}, "auth/revoker"),
+    ("github.com/devopsfaith/krakend/transport/http/client/executor", "backend",
+     {"name": "middleware", "roles": [1, 2]}, "plugin/http-client"),
+    # the 1.x name of plugin/http-server: none of its plugins is read there, ip-filter included
+    ("github_com/devopsfaith/krakend/transport/http/server/handler", "service", {"name": ["ip-filter"]},
+     "plugin/http-server"),
 ]
 
 
@@ -421,3 +427,37 @@ def test_krakend_max_payload_is_the_body_limit_unless_fastproxy_sets_its_own():
     both = compile_config(cfg(ep("/a"), extra_config={"router": {"max_payload": 4096}, **settings(max_body_size=100)}))
     assert both.protocol.max_body_size == 100
     assert compile_config(cfg(ep("/a"))).protocol.max_body_size == 10 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# A waived identity guard must not let the client forge the identity headers it would have set
+
+def waived_validator(input_headers, claims=(("sub", "X-User"),)) -> dict:
+    validator = {"alg": "RS256", "jwk_url": "https://idp.example/jwks", "propagate_claims": [list(c) for c in claims]}
+    return cfg(ep("/me", extra={"auth/validator": validator}, input_headers=input_headers),
+               extra_config=settings(ignore_unsupported=["auth/validator"]))
+
+
+@pytest.mark.parametrize("input_headers,how", [
+    (["X-User", "Authorization"], "input_headers forwards it"),
+    (["x-user"], "input_headers forwards it"),
+    (["*"], 'input_headers ["*"] forwards it'),
+])
+def test_a_propagated_claim_the_client_could_send_itself_is_an_error_even_when_waived(input_headers, how):
+    problems = errors_of(waived_validator(input_headers))
+    assert_problem(problems, f'{E0}["auth/validator"].propagate_claims[0]',
+                   ["X-User is set from the verified token's claim 'sub'", how, "anybody could claim any identity",
+                    "GET /me"])
+
+
+def test_a_propagated_claim_that_is_not_forwarded_leaves_only_the_waiver_warning():
+    snap = compile_config(waived_validator(["Authorization"]))
+    assert_problem(snap.warnings, f'{E0}["auth/validator"]', ["ignore_unsupported accepts serving GET /me"])
+
+
+def test_a_propagated_api_key_role_the_client_could_send_is_an_error_even_when_waived():
+    raw = cfg(ep("/admin", extra={"auth/api-keys": {"roles": ["admin"]}}, input_headers=["*"]),
+              extra_config={"auth/api-keys": {"keys": [{"key": "k", "roles": ["admin"]}], "propagate_role": "X-Role"},
+                            **settings(ignore_unsupported=["auth/api-keys"])})
+    assert_problem(errors_of(raw), '$.extra_config["auth/api-keys"].propagate_role',
+                   ["X-Role is set from the verified API key's role", "GET /admin"])
