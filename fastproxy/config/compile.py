@@ -92,7 +92,13 @@ class Snapshot:
     state: dict = field(default_factory=dict)  # named limiter/breaker state, kept across reloads
 
 
-def _parse_host(raw: str, path: str, problems: Problems) -> Optional[Target]:
+def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) -> Optional[Target]:
+    """`scheme://host:port` as a Target. As lura's CleanHost, a host without a scheme means
+    `http://` unless the backend sets `disable_host_sanitize`."""
+    if isinstance(raw, str) and "{{" in raw:
+        return None  # a template expression: reported once, by _templates
+    if isinstance(raw, str) and "://" not in raw and sanitize and raw:
+        raw = "http://" + raw
     if not isinstance(raw, str) or "://" not in raw:
         problems.error(path, f"expected 'scheme://host:port', found {raw!r}")
         return None
@@ -118,9 +124,10 @@ def _parse_host(raw: str, path: str, problems: Problems) -> Optional[Target]:
 
 
 def _template(url_pattern: str, params: set, path: str, problems: Problems) -> Optional[tuple]:
+    """The backend path as literal parts and parameter names. As lura's CleanPath, a pattern
+    without a leading `/` (or none at all) is taken from the root: `""` is `/`, `a` is `/a`."""
     if not url_pattern.startswith("/"):
-        problems.error(path, f"expected a path starting with '/', found {url_pattern!r}")
-        return None
+        url_pattern = "/" + url_pattern
     parts: list = []
     rest = url_pattern
     while rest:
@@ -293,7 +300,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         if segments is not None:
             params = {text for is_param, text in segments if is_param}
             template = _template(be.url_pattern, params, f"{be_path}.url_pattern", problems)
-        hosts = [t for j, h in enumerate(be.host) if (t := _parse_host(h, f"{be_path}.host[{j}]", problems))]
+        sanitize = ep.backend[0].get("disable_host_sanitize") is not True
+        hosts = [t for j, h in enumerate(be.host) if (t := _parse_host(h, f"{be_path}.host[{j}]", problems, sanitize))]
         if not be.host:
             hosts = default_hosts
             if not root.host:

@@ -16,7 +16,7 @@ Number = Union[int, float]
 
 
 class Backend(msgspec.Struct, frozen=True):
-    url_pattern: str
+    url_pattern: str = "/"  # lura: an empty pattern is the backend's root
     host: list[str] = []
     method: Optional[str] = None
     encoding: Optional[str] = None

@@ -42,7 +42,7 @@ BAD_CONFIG = {
         {"endpoint": "/a/{id}", "backend": [{"url_pattern": "/b/{user}", "host": [HOST]}]},
         {"endpoint": "/c", "timeout": "5 seconds", "backend": [{"url_pattern": "/c", "host": [HOST]}]},
         {"endpoint": "/d", "backend": [{"url_pattern": "/d"}]},
-        {"endpoint": "/e", "method": "FETCH", "backend": [{"url_pattern": "/e", "host": ["127.0.0.1:8081"]}]},
+        {"endpoint": "/e", "method": "FETCH", "backend": [{"url_pattern": "/e", "host": ["ftp://127.0.0.1:8081"]}]},
     ],
 }
 BAD_ERRORS = [
@@ -51,7 +51,7 @@ BAD_ERRORS = [
     "$.endpoints[1].timeout: expected a duration such as \"500ms\" or \"2s\", found '5 seconds'",
     "$.endpoints[2].backend[0].host: expected a list of 'scheme://host:port' here or in the root 'host'",
     "$.endpoints[3].method: expected one of DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, found 'FETCH'",
-    "$.endpoints[3].backend[0].host[0]: expected 'scheme://host:port', found '127.0.0.1:8081'",
+    "$.endpoints[3].backend[0].host[0]: expected an http:// or https:// host, found 'ftp://127.0.0.1:8081'",
 ]
 
 

@@ -373,11 +373,11 @@ def test_a_yaml_error_gets_its_line_and_column(tmp_path):
 
 def test_a_missing_field_points_at_the_object_that_lacks_it(tmp_path):
     path = tmp_path / "k.json"
-    path.write_text('{"version": 3, "host": ["http://127.0.0.1:1"],\n "endpoints": [\n  {"endpoint": "/a",'
-                    ' "backend": [\n   {"host": []}]}]}')
+    path.write_text('{"version": 3, "host": ["http://127.0.0.1:1"],\n "endpoints": [\n  {"endpoint": "/a"},\n'
+                    '   {"endpoint": "/b"}]}')
     with pytest.raises(ConfigError) as exc:
         load(str(path))
-    assert_problem(exc.value.problems, "$.endpoints[0].backend[0].url_pattern", ["required", "(line 4, column 4)"])
+    assert_problem(exc.value.problems, "$.endpoints[1].backend", ["required", "(line 4, column 4)"])
 
 
 @pytest.mark.parametrize("name,text", [
@@ -461,3 +461,18 @@ def test_a_propagated_api_key_role_the_client_could_send_is_an_error_even_when_w
                             **settings(ignore_unsupported=["auth/api-keys"])})
     assert_problem(errors_of(raw), '$.extra_config["auth/api-keys"].propagate_role',
                    ["X-Role is set from the verified API key's role", "GET /admin"])
+
+
+# ---------------------------------------------------------------------------------------------
+# What lura normalises is accepted, not refused
+
+@pytest.mark.parametrize("backend,host,path", [
+    ({"url_pattern": "users", "host": ["api.internal:8080"]}, "http://api.internal:8080", b"/users"),
+    ({"url_pattern": "", "host": ["http://a:1"]}, "http://a:1", b"/"),
+    ({"host": ["a:1"]}, "http://a:1", b"/"),
+])
+def test_hosts_without_a_scheme_and_paths_without_a_slash_are_normalised_as_lura_does(backend, host, path):
+    snap = compile_config(cfg({"endpoint": "/x", "backend": [backend]}))
+    (route,) = snap.route_list
+    assert [t.key for t in route.targets] == [host]
+    assert route.template == (path,)
