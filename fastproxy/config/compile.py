@@ -182,8 +182,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         problems.warn("$.response_header_timeout",
                       "not used by fastproxy: the endpoint timeout bounds the wait for the response head")
     for key in raw:
-        if is_comment(key) or (key == "output_encoding" and raw[key] == "no-op") or key == "tls":
-            continue  # comments ($schema, @comment); no-op: what fastproxy does anyway; tls: fail_closed
+        if is_comment(key) or key in ("output_encoding", "tls"):
+            continue  # comments ($schema, @comment); output_encoding: the endpoints' summary; tls: fail_closed
         if key in schema.IGNORED_ROOT_FIELDS:
             problems.warn(f"$.{key}", "recognised KrakenD field, not implemented by fastproxy: ignored")
         elif key not in schema.Root.__struct_fields__:
@@ -275,8 +275,12 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         encoding = ep.output_encoding or root_encoding
         if encoding != "no-op":
             where = f"{ep_path}.output_encoding" if ep.output_encoding else ep_path
-            problems.note(f"output_encoding {encoding}", where, ENCODING_NOTE.format(
-                encoding=encoding, default=" (KrakenD's default)" if encoding == "json" else ""), label)
+            if encoding in OUTPUT_ENCODINGS:
+                msg = ENCODING_NOTE.format(encoding=encoding, default=" (KrakenD's default)" if encoding == "json" else "")
+            else:  # KrakenD falls back to json for a name it does not know
+                msg = (f"unknown output_encoding {encoding!r}{did_you_mean(encoding, OUTPUT_ENCODINGS)}: KrakenD "
+                       "would encode as 'json'; fastproxy streams the response as 'no-op'")
+            problems.note(f"output_encoding {encoding}", where, msg, label)
         if len(ep.backend) != 1:
             problems.error(f"{ep_path}.backend",
                            f"expected exactly one backend (fastproxy streams like KrakenD's no-op), found {len(ep.backend)}")
@@ -286,9 +290,17 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         if be is None:
             continue
         _warn_fields(problems, ep.backend[0], be_path, schema.Backend, schema.IGNORED_BACKEND_FIELDS, label)
-        if be.encoding not in (None, "no-op"):
+        # A backend encoding matters only behind a decoding endpoint (lura forces no-op behind a no-op
+        # one), and that endpoint is named in the output_encoding summary; a typo is worth a hint.
+        if be.encoding is not None and be.encoding not in BACKEND_ENCODINGS:
             problems.note(f"backend encoding {be.encoding}", f"{be_path}.encoding",
-                          f"{be.encoding!r} is not implemented: the body passes through unchanged, as 'no-op'", label)
+                          f"unknown backend encoding {be.encoding!r}{did_you_mean(be.encoding, BACKEND_ENCODINGS)}: "
+                          "the body passes through unchanged, as 'no-op'", label)
+        sd = ep.backend[0].get("sd", "static")
+        if sd != "static":
+            problems.error(f"{be_path}.sd", "DNS SRV service discovery is not implemented by fastproxy: it would "
+                           "connect to the names in `host` as plain hosts, not to the targets of their SRV records"
+                           if sd == "dns" else f"expected 'static' (KrakenD's default) or 'dns', found {sd!r}")
         if be.url_pattern.startswith(("/__debug", "/__echo")):
             problems.note("debug backend", f"{be_path}.url_pattern",
                           "calls KrakenD's own /__debug/ or /__echo/ endpoint, which fastproxy does not serve: "
@@ -390,6 +402,8 @@ RENAMED_FIELDS = {
     "whitelist": ("allow", "the whole response passes"),
     "blacklist": ("deny", "the whole response passes"),
 }
+OUTPUT_ENCODINGS = frozenset({"json", "fast-json", "json-collection", "negotiate", "string", "xml", "yaml", "no-op"})
+BACKEND_ENCODINGS = frozenset({"json", "fast-json", "safejson", "xml", "rss", "string", "yaml", "no-op"})
 ENCODING_NOTE = ("output_encoding {encoding!r}{default} is not implemented: the response is streamed as 'no-op' "
                  "(the backend's status, headers and body pass unchanged; KrakenD would decode and re-encode the "
                  "body and answer a backend error with its own)")
@@ -401,8 +415,8 @@ def _warn_fields(problems: Problems, raw: Any, path: str, typ: type, ignored: se
         return
     level = "endpoint" if typ is schema.Endpoint else "backend"
     for key in raw:
-        if is_comment(key) or key in ("output_encoding", "encoding"):
-            continue  # encodings: see compile_config
+        if is_comment(key) or key in ("output_encoding", "encoding", "sd", "disable_host_sanitize"):
+            continue  # read by compile_config
         where = f"{path}.{key}"
         if key in ignored:
             problems.note(f"{level} field {key}", where, "recognised KrakenD field, not implemented by fastproxy: "

@@ -74,14 +74,36 @@ DECLARATIONS = {
     "auth/validator": "configures the JWK cache the endpoints' `auth/validator` blocks share",
 }
 
+# Where KrakenD reads a guard (the others: at every level). Elsewhere it protects nothing.
+GUARD_LEVELS: dict[str, tuple[str, ...]] = {
+    "auth/validator": ("service", "endpoint"), "auth/api-keys": ("service", "endpoint"),
+    "auth/signer": ("endpoint",), "auth/revoker": ("service",), "plugin/http-server": ("service",),
+    "auth/client-credentials": ("backend",), "auth/gcp": ("backend",), "auth/ntlm": ("backend",),
+    "modifier/martian": ("backend",), "modifier/lua-backend": ("backend",), "plugin/http-client": ("backend",),
+    "validation/json-schema": ("endpoint",), "qos/ratelimit/proxy/redis": ("backend",),
+}
+LEVEL_WORDS = {"service": "at the root (service level)", "endpoint": "on endpoints", "backend": "on backends"}
+
+# Backends that are not HTTP servers taking the client's request: fastproxy would send that
+# request, as plain HTTP, to a host that expects something else. A configuration error.
+BACKEND_KINDS: dict[str, str] = {
+    "backend/amqp/consumer": "an AMQP consumer", "backend/amqp/producer": "an AMQP producer",
+    "backend/pubsub/publisher": "a Pub/Sub publisher", "backend/pubsub/subscriber": "a Pub/Sub subscriber",
+    "backend/lambda": "an AWS Lambda function", "backend/grpc": "a gRPC service",
+    "backend/graphql": "a GraphQL query built from the request", "backend/soap": "a SOAP request built from a template",
+    "backend/static-filesystem": "files on the gateway's disk", "backend/conditional": "a backend chosen by a condition",
+    "github.com/devopsfaith/krakend-lambda": "an AWS Lambda function",
+    "github.com/devopsfaith/krakend-amqp/consume": "an AMQP consumer",
+    "github.com/devopsfaith/krakend-amqp/produce": "an AMQP producer",
+    "github.com/devopsfaith/krakend-pubsub/publisher": "a Pub/Sub publisher",
+    "github.com/devopsfaith/krakend-pubsub/subscriber": "a Pub/Sub subscriber",
+}
+
 # Recognised, not implemented, and guarding nothing: ignored with a warning.
 IGNORABLE = frozenset({
     "security/cors", "github_com/devopsfaith/krakend-cors",
     "modifier/jmespath", "modifier/response-body-generator", "modifier/response-headers",
-    "proxy", "websocket", "backend/http", "backend/http/client", "backend/amqp/consumer",
-    "backend/amqp/producer", "backend/pubsub/subscriber", "backend/pubsub/publisher",
-    "backend/lambda", "backend/grpc", "backend/graphql", "backend/soap",
-    "backend/static-filesystem", "backend/conditional", "qos/http-cache",
+    "proxy", "websocket", "backend/http", "backend/http/client", "qos/http-cache",
     "validation/response-json-schema", "telemetry/logging", "telemetry/metrics",
     "telemetry/opencensus", "telemetry/opentelemetry", "telemetry/opentelemetry-security",
     "telemetry/influx", "telemetry/gelf", "telemetry/logstash", "telemetry/newrelic",
@@ -111,6 +133,11 @@ def is_comment(key: object) -> bool:
 
 def is_control(name: str) -> bool:
     return name.startswith(CONTROL_FAMILIES) or canonical(name) in GUARDS
+
+
+def refused(name: str) -> bool:
+    """Whether `fail_closed` reports this namespace (compile_level then leaves it alone)."""
+    return canonical(name) in GUARDS or name in BACKEND_KINDS
 
 
 def closest(name: str, known: Iterable[str], cutoff: float = 0.8) -> Optional[str]:
@@ -181,17 +208,19 @@ def has_validator(raw_root: dict) -> bool:
     return False
 
 
-def _extra_configs(raw_root: dict) -> list[tuple[str, object, Optional[int]]]:
-    """Every `extra_config` of the file: (JSON path, block, endpoint index or None for the root)."""
-    out: list[tuple[str, object, Optional[int]]] = [("$.extra_config", raw_root.get("extra_config"), None)]
+def _extra_configs(raw_root: dict) -> list[tuple[str, object, Optional[int], str]]:
+    """Every `extra_config` of the file: (JSON path, block, endpoint index or None for the root,
+    level)."""
+    out: list[tuple[str, object, Optional[int], str]] = [("$.extra_config", raw_root.get("extra_config"), None,
+                                                          "service")]
     for i, ep in enumerate(raw_root.get("endpoints") or []):
         if not isinstance(ep, dict):
             continue
-        out.append((f"$.endpoints[{i}].extra_config", ep.get("extra_config"), i))
+        out.append((f"$.endpoints[{i}].extra_config", ep.get("extra_config"), i, "endpoint"))
         backends = ep.get("backend")
         for j, be in enumerate(backends if isinstance(backends, list) else []):
             if isinstance(be, dict):
-                out.append((f"$.endpoints[{i}].backend[{j}].extra_config", be.get("extra_config"), i))
+                out.append((f"$.endpoints[{i}].backend[{j}].extra_config", be.get("extra_config"), i, "backend"))
     return out
 
 
@@ -223,31 +252,44 @@ def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path
     validator = has_validator(raw_root)
     present: set[str] = set()
 
-    def report(where: str, key: str, name: str, lost: str, who: str) -> None:
-        what = f"`{key}` ({lost}) is not implemented by fastproxy"
+    def report(where: str, key: str, name: str, what: str, would: str, accepts: str) -> None:
         if key in accepted or name in accepted:
-            problems.warn(where, f"{what}; ignore_unsupported accepts serving {who}")
+            problems.warn(where, f"{what}; ignore_unsupported accepts {accepts}")
         else:
-            problems.error(where, f"{what}: running this file would serve {who} (fail closed). Remove the "
+            problems.error(where, f"{what}: running this file would {would} (fail closed). Remove the "
                                   f'block, or accept the loss with "ignore_unsupported": ["{name}"] in '
                                   'extra_config["fastproxy"]')
+
+    def unimplemented(key: str, lost: str) -> str:
+        return f"`{key}` ({lost}) is not implemented by fastproxy"
 
     tls = root_tls(raw_root)
     if tls is not None:
         present.add("tls")
-        report("$.tls", "tls", "tls", tls, every)
-    for path, extra, index in _extra_configs(raw_root):
+        report("$.tls", "tls", "tls", unimplemented("tls", tls), f"serve {every}", f"serving {every}")
+    for path, extra, index, level in _extra_configs(raw_root):
         if not isinstance(extra, dict):
             continue
         present.update(extra)
         present.update(canonical(k) for k in extra)
         who = every if index is None else f"{labels[index]} without it"
         for key, name, lost in guards_in(extra, validator):
-            if index is None and name in DECLARATIONS:
-                problems.warn(f'{path}["{key}"]', f"{DECLARATIONS[name]}; not implemented by fastproxy: ignored "
-                                                  "(each endpoint block that uses it is refused)")
-                continue
-            report(f'{path}["{key}"]', key, name, lost, who)
+            where = f'{path}["{key}"]'
+            if level not in GUARD_LEVELS.get(name, (level,)):
+                read = " and ".join(LEVEL_WORDS[lv] for lv in GUARD_LEVELS[name])
+                problems.error(where, f"`{key}` is read {read}, not {LEVEL_WORDS[level]}: placed here it protects "
+                                      "nothing (KrakenD ignores it here too); move it")
+            elif index is None and name in DECLARATIONS:
+                problems.warn(where, f"{DECLARATIONS[name]}; not implemented by fastproxy: ignored "
+                                     "(each endpoint block that uses it is refused)")
+            else:
+                report(where, key, name, unimplemented(key, lost), f"serve {who}", f"serving {who}")
+        if level == "backend":
+            for key in extra:
+                if key in BACKEND_KINDS:
+                    sent = f"{labels[index]}'s requests as plain HTTP to its host"
+                    report(f'{path}["{key}"]', key, key, f"this backend is {BACKEND_KINDS[key]} (`{key}`), and "
+                           "fastproxy calls HTTP backends only", f"send {sent}", f"sending {sent}")
         for key in extra:
             if canonical(key) == "auth/signer" and not validator:
                 problems.note("auth/signer", f'{path}["{key}"]', "token signing is not implemented by fastproxy: "

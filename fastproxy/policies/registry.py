@@ -50,14 +50,12 @@ HANDLERS: dict[str, dict[str, Handler]] = {
 ALIASES: dict[str, str] = {"github_com/devopsfaith/krakend-botdetector": "security/bot-detector"}
 # Keys that are ours or handled outside the handler table.
 HANDLED_ELSEWHERE = {"service": {"fastproxy", "router", "redis"}, "endpoint": set(), "backend": set()}
-LEVEL_WORDS = {"service": "at the root (service level)", "endpoint": "on endpoints", "backend": "on backends"}
-
-
 def known_namespaces() -> set[str]:
     """Every namespace name fastproxy recognises, implemented or not (for "did you mean")."""
     names = {n for h in HANDLERS.values() for n in h} | set(ALIASES)
     names |= {n for h in HANDLED_ELSEWHERE.values() for n in h}
-    return names | set(namespaces.GUARDS) | set(namespaces.GUARD_ALIASES) | namespaces.IGNORABLE
+    return (names | set(namespaces.GUARDS) | set(namespaces.GUARD_ALIASES) | set(namespaces.BACKEND_KINDS)
+            | namespaces.IGNORABLE)
 
 
 def compile_level(level: str, extra: dict, path: str, ctx: CompileContext, route: Any = None) -> list:
@@ -79,13 +77,13 @@ def compile_level(level: str, extra: dict, path: str, ctx: CompileContext, route
         if handler is not None:
             ctx.current_path = npath
             out.extend(handler(block, npath, ctx, route))
-        elif ns in HANDLED_ELSEWHERE[level] or namespaces.is_comment(ns) or namespaces.canonical(ns) in namespaces.GUARDS:
+        elif ns in HANDLED_ELSEWHERE[level] or namespaces.is_comment(ns) or namespaces.refused(ns):
             continue
         elif name in namespaces.IGNORABLE:
             _ignored(ctx, ns, npath, "recognised KrakenD namespace, not implemented by fastproxy: ignored", label)
         elif any(name in h for h in HANDLERS.values()):
-            where = " and ".join(LEVEL_WORDS[lv] for lv, h in HANDLERS.items() if name in h)
-            p.error(npath, f"`{ns}` is read {where}, not {LEVEL_WORDS[level]}: placed here it controls nothing "
+            where = " and ".join(namespaces.LEVEL_WORDS[lv] for lv, h in HANDLERS.items() if name in h)
+            p.error(npath, f"`{ns}` is read {where}, not {namespaces.LEVEL_WORDS[level]}: placed here it controls nothing "
                            "(KrakenD ignores it here too); move it")
         else:
             _unknown(ns, npath, ctx, label)

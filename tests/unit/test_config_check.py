@@ -235,6 +235,20 @@ NAME_ERRORS = [
      "$.endpoints[0].backend[0].url_pattern", ["{JWT.sub} is KrakenD's placeholder for a claim of the validated token"]),
     ("sequential proxy placeholder", cfg({"endpoint": "/a", "backend": [{"url_pattern": "/b/{resp0_id}"}]}),
      "$.endpoints[0].backend[0].url_pattern", ["{resp0_id}", "sequential proxy"]),
+    ("DNS SRV discovery", cfg({"endpoint": "/a", "backend": [{"url_pattern": "/a", "sd": "dns",
+                                                              "host": ["users.service.consul"]}]}),
+     "$.endpoints[0].backend[0].sd", ["DNS SRV service discovery is not implemented"]),
+    ("a validator on a backend", cfg(ep("/a", backend_extra={"auth/validator": {"alg": "RS256"}})),
+     f'{B0}["auth/validator"]', ["is read at the root (service level) and on endpoints, not on backends",
+                                  "protects nothing"]),
+    ("martian on an endpoint", cfg(ep("/a", extra={"modifier/martian": {}})),
+     f'{E0}["modifier/martian"]', ["is read on backends, not on endpoints"]),
+    ("a Lambda backend", cfg(ep("/a", backend_extra={"backend/lambda": {"function_name": "f"}})),
+     f'{B0}["backend/lambda"]', ["this backend is an AWS Lambda function", "HTTP backends only",
+                                 "would send GET /a's requests as plain HTTP to its host",
+                                 '"ignore_unsupported": ["backend/lambda"]']),
+    ("a 1.x AMQP backend", cfg(ep("/a", backend_extra={"github.com/devopsfaith/krakend-amqp/produce": {}})),
+     f'{B0}["github.com/devopsfaith/krakend-amqp/produce"]', ["this backend is an AMQP producer"]),
     ("a declared health endpoint", cfg(ep("/__health")),
      "$.endpoints[0].endpoint", ["'/__health' is reserved"]),
     ("admin on the main port", cfg(ep("/a"), port=8080, extra_config=settings(admin={"port": 8080})),
@@ -295,6 +309,23 @@ def test_endpoints_relying_on_the_default_json_encoding_are_named_in_one_warning
 
 def test_a_root_no_op_encoding_covers_every_endpoint():
     assert warnings_of(cfg(ep("/a"), ep("/b"))) == []
+
+
+def test_krakend_defaults_written_out_are_not_reported():
+    raw = cfg(ep("/a", backend_extra={}, output_encoding="no-op"))
+    raw["endpoints"][0]["backend"][0].update(sd="static", disable_host_sanitize=False, encoding="json")
+    assert warnings_of(raw) == []  # behind a no-op endpoint lura forces the backend to no-op too
+
+
+def test_a_misspelt_output_encoding_gets_a_hint():
+    (w,) = warnings_of(cfg(ep("/a", output_encoding="no_op")))
+    assert "unknown output_encoding 'no_op' (did you mean `no-op`?)" in w
+
+
+def test_an_accepted_backend_kind_is_a_warning():
+    snap = compile_config(cfg(ep("/a", backend_extra={"backend/graphql": {"type": "query"}}),
+                              extra_config=settings(ignore_unsupported=["backend/graphql"])))
+    assert_problem(snap.warnings, f'{B0}["backend/graphql"]', ["ignore_unsupported accepts sending GET /a's requests"])
 
 
 def test_an_ignored_field_on_many_endpoints_is_one_warning_naming_them():
