@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from fastproxy.config import schema
 from fastproxy.config.load import ConfigError, load_file, with_positions
-from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment
+from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment, listing
 from fastproxy.config.problems import Problems, kind_of
 from fastproxy import policies
 from fastproxy.policies import registry
@@ -189,7 +189,9 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         elif key not in schema.Root.__struct_fields__:
             known = set(schema.Root.__struct_fields__) | schema.IGNORED_ROOT_FIELDS
             problems.warn(f"$.{key}", f"unknown field: ignored{did_you_mean(key, known)}")
-    _templates(raw, "$", problems)
+    found: list[tuple[str, str]] = []
+    _templates(raw, "$", found)
+    _template_error(found, problems)
 
     extra = root.extra_config
     settings = problems.convert(extra.get("fastproxy", {}), schema.Settings, '$.extra_config["fastproxy"]', partial=True)
@@ -290,6 +292,14 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         if be is None:
             continue
         _warn_fields(problems, ep.backend[0], be_path, schema.Backend, schema.IGNORED_BACKEND_FIELDS, label)
+        if encoding != "no-op":  # KrakenD filters the decoded body of such an endpoint; fastproxy streams it
+            for key in ("deny", "allow", "blacklist", "whitelist"):
+                fields = ep.backend[0].get(key)
+                if isinstance(fields, list) and fields:
+                    problems.note(f"response {key}", f"{be_path}.{key}", "response filtering is not implemented: the "
+                                  f"backend's whole body reaches the client, what `{key}` "
+                                  f"{'removes' if key in ('deny', 'blacklist') else 'does not keep'} included "
+                                  f"({listing([str(f) for f in fields])})", label)
         # A backend encoding matters only behind a decoding endpoint (lura forces no-op behind a no-op
         # one), and that endpoint is named in the output_encoding summary; a typo is worth a hint.
         if be.encoding is not None and be.encoding not in BACKEND_ENCODINGS:
@@ -417,6 +427,8 @@ def _warn_fields(problems: Problems, raw: Any, path: str, typ: type, ignored: se
     for key in raw:
         if is_comment(key) or key in ("output_encoding", "encoding", "sd", "disable_host_sanitize"):
             continue  # read by compile_config
+        if key in ("deny", "allow", "blacklist", "whitelist"):
+            continue  # response filtering: compile_config says what it means, where KrakenD would filter
         where = f"{path}.{key}"
         if key in ignored:
             problems.note(f"{level} field {key}", where, "recognised KrakenD field, not implemented by fastproxy: "
@@ -430,23 +442,32 @@ def _warn_fields(problems: Problems, raw: Any, path: str, typ: type, ignored: se
             problems.note(f"{level} unknown {key}", where, f"unknown field: ignored{hint}", endpoint)
 
 
-def _templates(value: Any, path: str, problems: Problems) -> None:
-    """A `{{ ... }}` left in a value is KrakenD flexible configuration that was not rendered."""
+def _templates(value: Any, path: str, found: list[tuple[str, str]]) -> None:
+    """Collect each `{{ ... }}` left in a value: KrakenD flexible configuration, not rendered."""
     if isinstance(value, str):
         i = value.find("{{")
         if i >= 0 and value.find("}}", i) > 0:
-            problems.error(path, f"found a KrakenD flexible-configuration template expression {value!r}: "
-                                 "render the template first (KrakenD: FC_ENABLE=1 FC_OUT=out.json krakend check), "
-                                 "then run fastproxy on the rendered file")
+            found.append((path, value))
     elif isinstance(value, dict):
         quoted = path.endswith("extra_config")  # namespaces are written ["qos/ratelimit/router"]
         for k, v in value.items():
             if not is_comment(k):
                 plain = not quoted and isinstance(k, str) and k.isidentifier()
-                _templates(v, f"{path}.{k}" if plain else f'{path}["{k}"]', problems)
+                _templates(v, f"{path}.{k}" if plain else f'{path}["{k}"]', found)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            _templates(v, f"{path}[{i}]", problems)
+            _templates(v, f"{path}[{i}]", found)
+
+
+def _template_error(found: list[tuple[str, str]], problems: Problems) -> None:
+    """One error for every template expression of the file, at the first one."""
+    if not found:
+        return
+    path, value = found[0]
+    more = f"; {len(found) - 1} more at {listing([p for p, _ in found[1:]])}" if len(found) > 1 else ""
+    problems.error(path, f"found a KrakenD flexible-configuration template expression {value!r}{more}: render the "
+                         "template first (KrakenD: FC_ENABLE=1 FC_OUT=out.json krakend check), then run fastproxy on "
+                         "the rendered file")
 
 
 def load(path: str, previous: Optional[Snapshot] = None) -> Snapshot:

@@ -146,6 +146,16 @@ def closest(name: str, known: Iterable[str], cutoff: float = 0.8) -> Optional[st
     return hits[0] if hits else None
 
 
+LISTED = 10  # a message names this many endpoints, then counts the rest
+
+
+def listing(items: list[str]) -> str:
+    """`A, B, C`, or the first LISTED and `and N more`: a line stays readable at 140 endpoints."""
+    if len(items) <= LISTED:
+        return ", ".join(items)
+    return f"{', '.join(items[:LISTED])} and {len(items) - LISTED} more"
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     hit = closest(name, known)
     return f" (did you mean `{hit}`?)" if hit else ""
@@ -248,7 +258,7 @@ def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path
     would leave unprotected, or a warning where `ignore_unsupported` accepts the loss."""
     accepted = {canonical(n) for n in ignore} | set(ignore)
     labels = endpoint_labels(raw_root)
-    every = f"every endpoint without it ({len(labels)}: {', '.join(labels)})"
+    every = f"every endpoint without it ({len(labels)}: {listing(labels)})"
     validator = has_validator(raw_root)
     present: set[str] = set()
 
@@ -299,7 +309,7 @@ def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path
         for where, msg in forged_identity(raw_root, accepted):
             problems.error(where, msg)
     for i, name in enumerate(ignore):
-        if name not in present:
+        if name not in present and canonical(name) not in present:
             known = [n for n in present if is_control(n)] + list(GUARDS)
             problems.warn(f"{ignore_path}[{i}]", f"{name!r} is listed but no block of the file uses it"
                                                  f"{did_you_mean(name, known)}")

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import msgspec
 
 from fastproxy.config.durations import DAY, MAX_DURATION, parse_duration
-from fastproxy.config.namespaces import closest, did_you_mean, is_comment
+from fastproxy.config.namespaces import closest, did_you_mean, is_comment, listing
 
 
 class Problems:
@@ -43,8 +43,9 @@ class Problems:
     def finish(self) -> None:
         for path, msg, endpoints in self.notes.values():
             n = len(endpoints)
-            self.warn(path, f"{msg}; {n} endpoint{'s' if n != 1 else ''}: {', '.join(endpoints)}")
+            self.warn(path, f"{msg}; {n} endpoint{'s' if n != 1 else ''}: {listing(endpoints)}")
         self.notes = {}
+
 
     def fields(self, raw: Any, typ: type, path: str, known_ignored: frozenset = frozenset()) -> None:
         """Report the keys of a control block (a limit, filter or breaker) that `typ` does not

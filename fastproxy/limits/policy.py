@@ -209,7 +209,11 @@ def compile_router_block(block: RouterLimitBlock, path: str, ctx: Any, scope: st
     if block.client_max_rate > 0:
         strategy = block.strategy
         if strategy is None:
-            p.warn(f"{path}.strategy", "not set: using 'ip' (the client address, see trusted_proxies)")
+            msg = "not set: using 'ip' (the client address, see trusted_proxies)"
+            if route is not None:
+                p.note("strategy not set", f"{path}.strategy", msg, f"{route.method} {route.name}")
+            else:
+                p.warn(f"{path}.strategy", msg)
             strategy = "ip"
         strategy = strategy.lower()
         if strategy not in STRATEGIES:

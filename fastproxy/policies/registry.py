@@ -92,7 +92,10 @@ def compile_level(level: str, extra: dict, path: str, ctx: CompileContext, route
 
 def _unknown(ns: str, npath: str, ctx: CompileContext, label: str) -> None:
     p = ctx.problems
-    hit = namespaces.closest(ns, known_namespaces())
+    known = known_namespaces()
+    if not ns.startswith("github"):  # suggest the names KrakenD 2 reads, not their 1.x spellings
+        known = {n for n in known if not n.startswith("github")}
+    hit = namespaces.closest(ns, known)
     implemented = hit is not None and (hit in ALIASES or any(hit in h for h in HANDLERS.values())
                                        or any(hit in h for h in HANDLED_ELSEWHERE.values()))
     if hit is not None and (implemented or namespaces.is_control(hit) or namespaces.is_control(ns)):
@@ -102,7 +105,7 @@ def _unknown(ns: str, npath: str, ctx: CompileContext, label: str) -> None:
                        f"({ns.split('/')[0]}/...): fastproxy cannot tell what it would leave unprotected. Remove it, "
                        f'or accept the loss with "ignore_unsupported": ["{ns}"] in extra_config["fastproxy"]')
     else:
-        _ignored(ctx, ns, npath, f"unknown namespace: ignored{namespaces.did_you_mean(ns, known_namespaces())}", label)
+        _ignored(ctx, ns, npath, f"unknown namespace: ignored{namespaces.did_you_mean(ns, known)}", label)
 
 
 def _ignored(ctx: CompileContext, ns: str, npath: str, msg: str, label: str) -> None:

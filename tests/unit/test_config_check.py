@@ -507,3 +507,50 @@ def test_hosts_without_a_scheme_and_paths_without_a_slash_are_normalised_as_lura
     (route,) = snap.route_list
     assert [t.key for t in route.targets] == [host]
     assert route.template == (path,)
+
+
+def test_response_filtering_krakend_would_apply_is_named_with_the_fields_that_now_reach_the_client():
+    raw = cfg({"endpoint": "/me", "output_encoding": "json",
+               "backend": [{"url_pattern": "/me", "deny": ["password", "token"]}]})
+    assert_problem(warnings_of(raw), "$.endpoints[0].backend[0].deny",
+                   ["response filtering is not implemented", "what `deny` removes included (password, token)"])
+    noop = cfg({"endpoint": "/me", "backend": [{"url_pattern": "/me", "deny": ["password"]}]})
+    assert warnings_of(noop) == []  # behind a no-op endpoint KrakenD does not filter either
+
+
+def test_summaries_name_ten_endpoints_and_count_the_rest():
+    raw = cfg(*[ep(f"/e{i}", concurrent_calls=2) for i in range(14)])
+    (w,) = [w for w in warnings_of(raw) if "concurrent_calls" in w]
+    assert w.endswith("14 endpoints: GET /e0, GET /e1, GET /e2, GET /e3, GET /e4, GET /e5, GET /e6, GET /e7, "
+                      "GET /e8, GET /e9 and 4 more")
+
+
+def test_every_template_expression_of_a_file_is_one_error():
+    raw = cfg(ep("/a"), ep("/b"), host=["{{ .host }}"], timeout="{{ .timeout }}")
+    raw["endpoints"][1]["backend"][0]["host"] = ["{{ .b }}"]
+    problems = errors_of(raw)
+    (t,) = [p for p in problems if "template" in p]
+    assert t.startswith("$.host[0]: found a KrakenD flexible-configuration template expression '{{ .host }}'; "
+                        "2 more at $.endpoints[1].backend[0].host[0], $.timeout")
+    assert not [p for p in problems if "scheme://" in p]  # no second error for the same value
+
+
+def test_an_unset_strategy_on_many_endpoints_is_one_warning():
+    limit = {"qos/ratelimit/router": {"client_max_rate": 1}}
+    raw = cfg(ep("/a", extra=limit), ep("/b", extra=limit))
+    (w,) = [w for w in warnings_of(raw) if "strategy" in w]
+    assert w.endswith("2 endpoints: GET /a, GET /b")
+
+
+def test_did_you_mean_suggests_the_names_krakend_2_reads():
+    problems = errors_of(cfg(ep("/a", extra={"auth/validater": {}})))
+    assert_problem(problems, f'{E0}["auth/validater"]', ["did you mean `auth/validator`?"])
+    w = warnings_of(cfg(ep("/a"), extra_config={"telemetry/loging": {}}))
+    assert any("did you mean `telemetry/logging`?" in x for x in w)
+
+
+def test_a_1x_name_in_ignore_unsupported_accepts_the_2x_block_without_calling_itself_unused():
+    snap = compile_config(cfg(ep("/a", extra={"auth/validator": {}}), extra_config=settings(
+        ignore_unsupported=["github.com/devopsfaith/krakend-jose/validator"])))
+    assert not at(snap.warnings, '$.extra_config["fastproxy"].ignore_unsupported[0]')
+    assert at(snap.warnings, f'{E0}["auth/validator"]')
