@@ -4,15 +4,14 @@ These structs are the decoding targets only: values keep their file types (durat
 strings) so that a type error points at the exact JSON path. `compile.py` turns them into the
 runtime snapshot and checks meaning (durations, ranges, namespaces).
 
-Unknown fields are accepted and reported as warnings by `load.py`: a migrating `krakend.json`
-is full of fields we do not implement, and refusing them would make migration impossible.
+Unknown fields are accepted here and reported by `compile.py`: a migrating `krakend.json` is
+full of fields fastproxy does not implement, and refusing them all would make migration
+impossible; the ones that guard access are errors (`namespaces.py`), the others warnings.
 """
 
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import msgspec
-
-Number = Union[int, float]
 
 
 class Backend(msgspec.Struct, frozen=True):
@@ -46,7 +45,6 @@ class Root(msgspec.Struct, frozen=True):
     idle_timeout: Optional[str] = None
     dialer_timeout: Optional[str] = None
     response_header_timeout: Optional[str] = None
-    idle_connection_timeout: Optional[str] = None
     max_idle_connections_per_host: int = 250
 
 

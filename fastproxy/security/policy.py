@@ -46,10 +46,6 @@ class GeoIPBlock(msgspec.Struct, frozen=True):
     citydb_path: str = ""
 
 
-class HttpServerPlugin(msgspec.Struct, frozen=True):
-    name: list[str] = []
-
-
 class IPFilterCheck:
     """Verdicts are cached per address (bounded: cleared when full), since clients repeat."""
 
