@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+import msgspec
+
+from fastproxy import policies
 from fastproxy.config import schema
 from fastproxy.config.load import ConfigError, load_file, with_positions
 from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment, listing
 from fastproxy.config.problems import Problems, kind_of
-from fastproxy import policies
 from fastproxy.policies import registry
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
 from fastproxy.security.policy import client_ip_resolver
@@ -61,15 +63,33 @@ class Protocol:
 
 
 class Route:
-    """What one (endpoint, method) needs per request, all precomputed."""
+    """What one (endpoint, method) needs per request, all precomputed. The namespace handlers
+    fill the policy chains and the breakers while the route is compiled."""
 
     __slots__ = ("name", "method", "timeout", "targets", "upstream_method", "template",
                  "forward_headers", "header_names", "query_mode", "query_names", "wildcard",
-                 "checks", "backend_checks", "breakers", "rr")
+                 "checks", "backend_checks", "breakers", "valid_statuses", "rr")
 
-    def __init__(self, **kw: Any) -> None:
-        for k, v in kw.items():
-            setattr(self, k, v)
+    def __init__(self, name: str, method: str, timeout: float, targets: tuple[Target, ...],
+                 upstream_method: Optional[bytes], template: tuple[bytes | str, ...], forward_headers: bool,
+                 header_names: frozenset[bytes], query_mode: int, query_names: frozenset[bytes],
+                 wildcard: bool) -> None:
+        self.name = name
+        self.method = method
+        self.timeout = timeout
+        self.targets = targets
+        self.upstream_method = upstream_method
+        self.template = template  # literal parts (bytes) and parameter names (str)
+        self.forward_headers = forward_headers
+        self.header_names = header_names
+        self.query_mode = query_mode
+        self.query_names = query_names
+        self.wildcard = wildcard
+        self.checks: tuple[Any, ...] = ()  # SPEC §3 order, service and endpoint policies
+        self.backend_checks: tuple[Any, ...] = ()
+        self.breakers: Any = None  # the BreakerSet of qos/circuit-breaker, or None
+        self.valid_statuses: Optional[frozenset[int]] = None  # qos/circuit-breaker/http
+        self.rr = [0]  # round-robin position over `targets`
 
 
 QUERY_NONE, QUERY_ALL, QUERY_LIST = 0, 1, 2
@@ -85,11 +105,11 @@ class Snapshot:
     admin_port: int
     protocol: Protocol
     routes: RouteTable
-    route_list: list
-    targets: dict  # key -> Target
+    route_list: list[Route]
+    targets: dict[str, Target]  # key -> Target
     client_ip: Any  # ClientIPResolver or None
-    warnings: list = field(default_factory=list)
-    state: dict = field(default_factory=dict)  # named limiter/breaker state, kept across reloads
+    warnings: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)  # named limiter/breaker state, kept across reloads
 
 
 def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) -> Optional[Target]:
@@ -123,12 +143,12 @@ def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) 
     return Target(u.scheme, hostname, port, host_header.encode(), f"{u.scheme}://{shown}:{port}")
 
 
-def _template(url_pattern: str, params: set, path: str, problems: Problems) -> Optional[tuple]:
+def _template(url_pattern: str, params: set[str], path: str, problems: Problems) -> Optional[tuple[bytes | str, ...]]:
     """The backend path as literal parts and parameter names. As lura's CleanPath, a pattern
     without a leading `/` (or none at all) is taken from the root: `""` is `/`, `a` is `/a`."""
     if not url_pattern.startswith("/"):
         url_pattern = "/" + url_pattern
-    parts: list = []
+    parts: list[bytes | str] = []
     rest = url_pattern
     while rest:
         i = rest.find("{")
@@ -162,8 +182,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     """Compile raw decoded data; raise ConfigError listing every problem."""
     problems = Problems(source)
     if not isinstance(raw, dict):
-        found = "an empty document" if raw is None else kind_of(raw)
-        raise ConfigError([f"$: expected an object at the top level, found {found}"])
+        shown = "an empty document" if raw is None else kind_of(raw)
+        raise ConfigError([f"$: expected an object at the top level, found {shown}"])
     root = problems.convert(raw, schema.Root, "$", partial=True)
     if root is None:
         raise ConfigError(problems.errors, problems.warnings)
@@ -251,8 +271,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     default_hosts = [t for i, h in enumerate(root.host) if (t := _parse_host(h, f"$.host[{i}]", problems))]
     routes = RouteTable()
     route_list = []
-    targets: dict = {}
-    first_at: dict = {}  # (method, endpoint) -> JSON path of its first definition
+    targets: dict[str, Target] = {}
+    first_at: dict[tuple[str, str], str] = {}  # (method, endpoint) -> JSON path of its first definition
     for i, raw_ep in enumerate(root.endpoints):
         ep_path = f"$.endpoints[{i}]"
         ep = problems.convert(raw_ep, schema.Endpoint, ep_path, partial=True)
@@ -277,7 +297,9 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         encoding = ep.output_encoding or root_encoding
         if encoding != "no-op":
             where = f"{ep_path}.output_encoding" if ep.output_encoding else ep_path
-            if encoding in OUTPUT_ENCODINGS:
+            if not isinstance(encoding, str):
+                msg = f"output_encoding {encoding!r}: expected a string"
+            elif encoding in OUTPUT_ENCODINGS:
                 msg = ENCODING_NOTE.format(encoding=encoding, default=" (KrakenD's default)" if encoding == "json" else "")
             else:  # KrakenD falls back to json for a name it does not know
                 msg = (f"unknown output_encoding {encoding!r}{did_you_mean(encoding, OUTPUT_ENCODINGS)}: KrakenD "
@@ -337,16 +359,16 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         route = Route(
             name=ep.endpoint, method=method, timeout=timeout, targets=tuple(hosts),
             upstream_method=(be.method.upper().encode() if be.method else None),
-            template=template,
+            template=template or (),
             forward_headers="*" in ih,
             header_names=frozenset(h.lower().encode() for h in ih if h != "*"),
             query_mode=QUERY_ALL if ("*" in iq or (wildcard and not iq)) else (QUERY_LIST if iq else QUERY_NONE),
             query_names=frozenset(q.encode() for q in iq if q != "*"),
-            wildcard=wildcard, checks=(), backend_checks=(), breakers=None, rr=[0],
+            wildcard=wildcard,
         )
         ep_checks = registry.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=route)
         be_checks = registry.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=route)
-        if isinstance(route.breakers, frozenset):
+        if route.valid_statuses is not None and route.breakers is None:
             problems.error(f'{be_path}.extra_config["qos/circuit-breaker/http"]',
                            'needs "qos/circuit-breaker" on the same backend')
         route.checks = policies.order(service_checks + ep_checks)
@@ -419,7 +441,8 @@ ENCODING_NOTE = ("output_encoding {encoding!r}{default} is not implemented: the 
                  "body and answer a backend error with its own)")
 
 
-def _warn_fields(problems: Problems, raw: Any, path: str, typ: type, ignored: set, endpoint: str) -> None:
+def _warn_fields(problems: Problems, raw: Any, path: str, typ: type[msgspec.Struct], ignored: set[str],
+                 endpoint: str) -> None:
     """The keys of an endpoint or backend that fastproxy does not read, once per kind."""
     if not isinstance(raw, dict):
         return

@@ -7,7 +7,7 @@ whole or raises ConfigError. Meaning is checked by `compile.py`.
 
 import os
 import re
-from typing import Optional
+from typing import Any, Optional
 
 import msgspec
 
@@ -112,15 +112,16 @@ def _load_toml(path: str, data: bytes) -> object:
 
 # -- where a JSON path stands in the file ---------------------------------------------------
 
+Path = tuple[Any, ...]  # the keys (str) and indexes (int) from the root to a value
 _PATH_PART = re.compile(r'\.([^.\[\]]+)|\["((?:[^"\\]|\\.)*)"\]|\[(\d+)\]')
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+')
 
 
-def path_parts(path: str) -> Optional[tuple]:
+def path_parts(path: str) -> Optional[Path]:
     """`$.endpoints[3].extra_config["qos/ratelimit/router"].max_rate` as its keys and indexes."""
     if not path.startswith("$"):
         return None
-    parts: list = []
+    parts: list[str | int] = []
     pos = 1
     while pos < len(path):
         m = _PATH_PART.match(path, pos)
@@ -132,14 +133,14 @@ def path_parts(path: str) -> Optional[tuple]:
     return tuple(parts)
 
 
-def json_positions(data: bytes) -> dict:
+def json_positions(data: bytes) -> dict[Path, tuple[int, int]]:
     """Every value of a JSON document: its path (a tuple of keys and indexes) -> (line, column).
 
     One pass of a tokenizer; used only to say where an error is, so it is lenient: it never
     raises, and what it cannot follow it leaves out."""
-    positions: dict = {}
-    stack: list = []  # per open container: [is_object, current key or index, expecting a key]
-    path: list = []
+    positions: dict[Path, tuple[int, int]] = {}
+    stack: list[list[Any]] = []  # per open container: [is_object, current key or index, expecting a key]
+    path: list[str | int] = []
     for m in _JSON_TOKEN.finditer(data):
         tok = m.group()
         top = stack[-1] if stack else None
@@ -172,17 +173,17 @@ def json_positions(data: bytes) -> dict:
     return positions
 
 
-def yaml_positions(data: bytes) -> dict:
+def yaml_positions(data: bytes) -> dict[Path, tuple[int, int]]:
     """The same for YAML, from the node marks of PyYAML's composer."""
     import yaml
 
-    positions: dict = {}
+    positions: dict[Path, tuple[int, int]] = {}
     try:
         root = yaml.compose(data, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return positions
 
-    def walk(node: object, path: tuple) -> None:
+    def walk(node: object, path: Path) -> None:
         mark = getattr(node, "start_mark", None)
         if mark is not None:
             positions[path] = (mark.line + 1, mark.column + 1)

@@ -15,7 +15,10 @@ Pure data and functions on names; the compile step (`compile.py`, `policies/regi
 """
 
 import difflib
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+if TYPE_CHECKING:  # the collector imports this module: only its type is needed here
+    from fastproxy.config.problems import Problems
 
 # A namespace that guards access, with the words the error uses for what would be lost.
 GUARDS: dict[str, str] = {
@@ -200,7 +203,7 @@ def guards_in(extra: object, has_validator: bool) -> list[tuple[str, str, str]]:
     return out
 
 
-def has_validator(raw_root: dict) -> bool:
+def has_validator(raw_root: dict[str, Any]) -> bool:
     """Whether any level of the file validates tokens (auth/validator or its 1.x name)."""
     def holds(extra: object) -> bool:
         return isinstance(extra, dict) and any(canonical(k) == "auth/validator" for k in extra)
@@ -218,7 +221,7 @@ def has_validator(raw_root: dict) -> bool:
     return False
 
 
-def _extra_configs(raw_root: dict) -> list[tuple[str, object, Optional[int], str]]:
+def _extra_configs(raw_root: dict[str, Any]) -> list[tuple[str, object, Optional[int], str]]:
     """Every `extra_config` of the file: (JSON path, block, endpoint index or None for the root,
     level)."""
     out: list[tuple[str, object, Optional[int], str]] = [("$.extra_config", raw_root.get("extra_config"), None,
@@ -234,7 +237,7 @@ def _extra_configs(raw_root: dict) -> list[tuple[str, object, Optional[int], str
     return out
 
 
-def endpoint_labels(raw_root: dict) -> list[str]:
+def endpoint_labels(raw_root: dict[str, Any]) -> list[str]:
     """`METHOD /path` of each endpoint of the file, as far as it can be read."""
     labels = []
     for ep in raw_root.get("endpoints") or []:
@@ -244,7 +247,7 @@ def endpoint_labels(raw_root: dict) -> list[str]:
     return labels
 
 
-def root_tls(raw_root: dict) -> Optional[str]:
+def root_tls(raw_root: dict[str, Any]) -> Optional[str]:
     """What a root `tls` block would protect (SPEC §5, not implemented yet), or None when absent
     or `disabled`: served as plain HTTP, its clients' certificates (mTLS) would go unchecked."""
     tls = raw_root.get("tls")
@@ -253,7 +256,7 @@ def root_tls(raw_root: dict) -> Optional[str]:
     return "TLS termination" + (" and the client certificates it requires (mTLS)" if tls.get("enable_mtls") else "")
 
 
-def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path: str) -> None:
+def fail_closed(raw_root: dict[str, Any], problems: "Problems", ignore: list[str], ignore_path: str) -> None:
     """Report every guard of the file (SPEC §1 "Fail closed"): an error naming the endpoints it
     would leave unprotected, or a warning where `ignore_unsupported` accepts the loss."""
     accepted = {canonical(n) for n in ignore} | set(ignore)
@@ -294,7 +297,7 @@ def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path
                                      "(each endpoint block that uses it is refused)")
             else:
                 report(where, key, name, unimplemented(key, lost), f"serve {who}", f"serving {who}")
-        if level == "backend":
+        if level == "backend" and index is not None:
             for key in extra:
                 if key in BACKEND_KINDS:
                     sent = f"{labels[index]}'s requests as plain HTTP to its host"
@@ -315,7 +318,7 @@ def fail_closed(raw_root: dict, problems: object, ignore: list[str], ignore_path
                                                  f"{did_you_mean(name, known)}")
 
 
-def _forwards(endpoint: dict, header: str) -> Optional[str]:
+def _forwards(endpoint: dict[str, Any], header: str) -> Optional[str]:
     """How an endpoint forwards a client's `header` to its backend, or None when it does not."""
     names = endpoint.get("input_headers")
     if not isinstance(names, list):
@@ -327,12 +330,13 @@ def _forwards(endpoint: dict, header: str) -> Optional[str]:
     return None
 
 
-def forged_identity(raw_root: dict, accepted: set[str]) -> list[tuple[str, str]]:
+def forged_identity(raw_root: dict[str, Any], accepted: set[str]) -> list[tuple[str, str]]:
     """Headers a waived identity guard would have set from a verified identity, that the
     endpoint forwards from the client: with the guard not enforced, the client's own copy reaches
     the backend, and anybody can claim any identity. Not acceptable by `ignore_unsupported`."""
     out: list[tuple[str, str]] = []
-    root_extra = raw_root.get("extra_config") if isinstance(raw_root.get("extra_config"), dict) else {}
+    root_extra = raw_root.get("extra_config")
+    root_extra = root_extra if isinstance(root_extra, dict) else {}
     role_header = None
     for key, block in root_extra.items():
         if canonical(key) == "auth/api-keys" and isinstance(block, dict) and isinstance(block.get("propagate_role"), str):

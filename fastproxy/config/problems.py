@@ -47,7 +47,7 @@ class Problems:
         self.notes = {}
 
 
-    def fields(self, raw: Any, typ: type, path: str, known_ignored: frozenset = frozenset()) -> None:
+    def fields(self, raw: Any, typ: type[msgspec.Struct], path: str, known_ignored: frozenset[str] = frozenset()) -> None:
         """Report the keys of a control block (a limit, filter or breaker) that `typ` does not
         read. A key close to a field name ("did you mean") is an error: the field it means is
         silently at its default otherwise. Comments (`@...`) pass."""
@@ -80,7 +80,7 @@ class Problems:
         failed = False
         for _ in range(100):
             try:
-                value = msgspec.convert(data, typ, strict=True)
+                value: Any = msgspec.convert(data, typ, strict=True)
             except msgspec.ValidationError as exc:
                 failed = True
                 msg = str(exc)
@@ -104,7 +104,7 @@ class Problems:
         self.fields(raw, typ, path)
         return self.convert(raw, typ, path)
 
-    def each(self, items: list, path: str, check: Callable[[Any], Any]) -> bool:
+    def each(self, items: list[Any], path: str, check: Callable[[Any], Any]) -> bool:
         """Run `check` on every item; each ValueError is an error at `path[i]`. All are reported."""
         ok = True
         for i, item in enumerate(items):

@@ -27,7 +27,7 @@ class Rejection(Exception):
 
     __slots__ = ("status", "headers", "reason")
 
-    def __init__(self, status: int, reason: str, headers: tuple = ()) -> None:
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers  # tuple of (name bytes, value bytes)
@@ -37,7 +37,7 @@ class CompileContext:
     """What every handler of one compile sees: where problems go, the decoded root, router and
     fastproxy settings (handlers read settings from here, never from the raw dict)."""
 
-    def __init__(self, problems: Any, raw_root: dict, root: Any, router: Any, settings: Any,
+    def __init__(self, problems: Any, raw_root: dict[str, Any], root: Any, router: Any, settings: Any,
                  redis_timeout: float) -> None:
         self.problems = problems
         self.raw_root = raw_root
@@ -45,14 +45,14 @@ class CompileContext:
         self.router = router
         self.settings = settings
         self.redis_timeout = redis_timeout  # seconds, validated once by compile
-        self.state: dict = {}  # stable id -> stateful object (buckets, breakers), carried on reload
+        self.state: dict[str, Any] = {}  # stable id -> stateful object (buckets, breakers), carried on reload
         self.client_ip: Any = None
         self.current_path = ""  # the namespace being compiled, for errors found across handlers
-        self.shared: dict = {}  # objects several handlers share in one compile (GeoIP readers, Redis pools)
-        self.ignore: frozenset = frozenset()  # the fastproxy setting ignore_unsupported
+        self.shared: dict[str, Any] = {}  # objects several handlers share in one compile (GeoIP readers, Redis pools)
+        self.ignore: frozenset[str] = frozenset()  # the fastproxy setting ignore_unsupported
 
 
-def order(checks: list) -> tuple:
+def order(checks: list[Any]) -> tuple[Any, ...]:
     return tuple(sorted(checks, key=lambda c: c.order))
 
 

@@ -17,7 +17,7 @@ from fastproxy.policies import CompileContext
 from fastproxy.security import policy as security
 from fastproxy.upstream import breakers
 
-Handler = Callable[[Any, str, CompileContext, Any], list]
+Handler = Callable[[Any, str, CompileContext, Any], list[Any]]
 
 HANDLERS: dict[str, dict[str, Handler]] = {
     "service": {
@@ -58,14 +58,14 @@ def known_namespaces() -> set[str]:
             | namespaces.IGNORABLE)
 
 
-def compile_level(level: str, extra: dict, path: str, ctx: CompileContext, route: Any = None) -> list:
+def compile_level(level: str, extra: dict[str, Any], path: str, ctx: CompileContext, route: Any = None) -> list[Any]:
     """Compile every namespace of one `extra_config` block; return its policy objects.
 
     Guards fastproxy does not implement are left to `namespaces.fail_closed`, which sees the
     whole file. A control (limit, filter, breaker) placed at a level that does not read it, or
     a misspelt one, is an error: as written it controls nothing.
     """
-    out: list = []
+    out: list[Any] = []
     if not isinstance(extra, dict):
         return out
     label = f"{route.method} {route.name}" if route is not None else ""

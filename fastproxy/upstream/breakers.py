@@ -106,10 +106,7 @@ def _compile(ctx: Any, path: str, route: Any, interval: int, timeout: int, max_e
             p.error(f"{path}.{field}", f"expected an integer >= 0, found {value}")
         elif field != "max_errors" and value > MAX_SECONDS:
             p.error(f"{path}.{field}", f"expected at most {MAX_SECONDS} seconds (a day), found {value}")
-    valid = None
-    http = route.breakers  # set by the http block if it came first
-    if isinstance(http, frozenset):
-        valid = http
+    valid = route.valid_statuses  # set by qos/circuit-breaker/http if it came first
     key = f"breaker:{route.method}:{route.name}"
     name = name or f"{route.method} {route.name}"
     fp = msgspec.json.encode([interval, timeout, max_errors, name, sorted(valid) if valid else None])
@@ -141,9 +138,8 @@ def compile_valid_statuses(raw: Any, path: str, ctx: Any, route: Any) -> list:
         if not 100 <= code <= 599:
             ctx.problems.error(f"{path}.valid_status_codes[{i}]", f"expected an HTTP status 100-599, found {code}")
     valid = frozenset(b.valid_status_codes)
+    route.valid_statuses = valid  # picked up by qos/circuit-breaker if it comes next
     if isinstance(route.breakers, BreakerSet):
         route.breakers.valid = valid
         route.breakers.fingerprint += msgspec.json.encode(sorted(valid))
-    else:
-        route.breakers = valid  # picked up by qos/circuit-breaker below
     return []
