@@ -4,7 +4,8 @@ llhttp rejects most malformed input, but a proxy must also refuse what is ambigu
 parsers (RFC 9112 §6.3, §3.2): Content-Length with leading zeros or duplicated, any
 Transfer-Encoding other than exactly `chunked`, Transfer-Encoding in HTTP/1.0, a missing or
 repeated Host in HTTP/1.1, a fragment in the target, dot-segments that a backend would resolve
-differently, an absolute-form target naming another host than `Host`. Each rule raises HTTPError with the status the client gets.
+(after percent-decoding `%2e`, `%2f`, `%5c`, and `\\` as a separator), an absolute-form target
+naming another host than `Host`. Each rule raises HTTPError with the status the client gets.
 """
 
 
@@ -52,12 +53,30 @@ def split_target(url: bytes) -> tuple[bytes, bytes]:
         path, query = url[:q], url[q + 1:]
     else:
         path, query = url, b""
-    if b"/." in path or b"%2e" in path or b"%2E" in path:
-        for seg in path.split(b"/"):
-            s = seg.replace(b"%2e", b".").replace(b"%2E", b".")
-            if s == b"." or s == b"..":
-                raise HTTPError(400, "dot-segment in request path")
+    check_dot_segments(path)
     return path, query
+
+
+def check_dot_segments(path: bytes) -> None:
+    """Refuse a path with a segment a backend would resolve as `.` or `..`.
+
+    Backends percent-decode before they resolve dot-segments (nginx does), and some take `\\`
+    for `/`, so segments are judged after decoding `%2f`, `%5c` (either case) and `\\` as
+    separators and `%2e` as a dot: `..%2f..%2fadmin` and `.%2e%5cadmin` are refused. The path
+    is forwarded as received (`a%2fb` stays `a%2fb`); only the judgement decodes, and only once
+    (`%252f` is data, as it is for a backend that decodes once). Replacing the three encodings in
+    turn is one decoding pass: no replacement can create another's sequence.
+    """
+    if b"%" in path:
+        low = path.lower()
+        if b"%2e" not in low and b"." not in path:
+            return
+        path = low.replace(b"%2f", b"/").replace(b"%5c", b"/").replace(b"%2e", b".")
+    elif b"." not in path:
+        return
+    for seg in path.replace(b"\\", b"/").split(b"/"):
+        if seg == b"." or seg == b"..":
+            raise HTTPError(400, "dot-segment in request path")
 
 
 def _split_absolute(url: bytes) -> tuple[bytes, bytes]:

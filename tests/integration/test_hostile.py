@@ -26,6 +26,7 @@ def env(tmp_path_factory):
     u = RecordingUpstream()
     endpoints = [ep(path, "/echo", method=m, input_headers=["*"], input_query_strings=["*"])
                  for path in ("/echo", "/echo/{x}") for m in ("GET", "POST")]
+    endpoints += [ep("/users/{id}", "/echo/user/{id}"), ep("/files/*", "/echo/static")]
     cfg = config(u, endpoints, listen_ip="127.0.0.1",
                  extra_config={"fastproxy": {"read_header_timeout": f"{int(HEADER_TIMEOUT * 1000)}ms",
                                              "idle_timeout": "2s", "max_body_size": MAX_BODY}})
@@ -142,6 +143,14 @@ CASES = [
     ("encoded-dot-segments", get(TAG, target=b"/echo/%2e%2e/admin"), [400], 0),
     ("encoded-dot-segment-mixed-case", get(TAG, target=b"/echo/%2E./admin"), [400], 0),
     ("single-dot-segment", get(TAG, target=b"/echo/./x"), [400], 0),
+    # encoded separators: nginx decodes %2f/%5c and resolves `/users/..%2f..%2fadmin` to `/admin`
+    ("param-encoded-slash-traversal", get(TAG, target=b"/users/..%2f..%2fadmin"), [400], 0),
+    ("param-all-encoded-traversal", get(TAG, target=b"/users/%2e%2e%2f%2e%2e%2fadmin"), [400], 0),
+    ("param-mixed-encoded-traversal", get(TAG, target=b"/users/.%2e%2f.%2e%2fadmin"), [400], 0),
+    ("param-upper-case-encoded-traversal", get(TAG, target=b"/users/..%2F..%2Fadmin"), [400], 0),
+    ("wildcard-encoded-slash-traversal", get(TAG, target=b"/files/..%2f..%2fadmin"), [400], 0),
+    ("encoded-backslash-traversal", get(TAG, target=b"/users/..%5c..%5cadmin"), [400], 0),
+    ("raw-backslash-traversal", get(TAG, target=b"/users/..\\..\\admin"), [400], 0),
     # -- slow / incomplete --
     ("head-never-completed", b"GET /echo/" + M + b" HTTP/1.1\r\nHost: a\r\nX-Slow: 1\r\n", [408], 0),
     # -- after valid requests on the same connection --
@@ -253,6 +262,14 @@ def test_slowloris_head_gets_408_within_the_header_deadline_despite_activity(env
         assert refused is not None and refused < HEADER_TIMEOUT + 0.5
         assert c.closed()
     assert b"hostile-slowloris" not in _new_bytes(u, seen_before)
+
+
+def test_harmless_encoded_slash_is_forwarded_as_received(env):
+    proxy, u = env
+    with Client(proxy.port, timeout=3) as c:
+        r = c.request("GET", "/files/a%2fb")
+        assert r.status == 200
+    assert u.requests[-1]["url"] == "/echo/static/a%2fb"
 
 
 def test_no_hostile_marker_ever_reached_the_backend(env):
