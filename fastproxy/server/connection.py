@@ -52,7 +52,7 @@ _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive"))
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("w", "transport", "parser", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind", "closing",
                  "paused", "head_fed", "url_len", "head_size", "buffered", "writing_paused",
-                 "broken", "requests", "held", "dispatching")
+                 "broken", "requests", "held", "dispatching", "trailing")
 
     def __init__(self, worker: Any) -> None:
         self.w = worker
@@ -77,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
         # so a request refused within that read sends nothing upstream (its head included).
         self.held: Optional[list] = None
         self.dispatching = False  # finish() is running the queue: nested finishes leave it to it
+        self.trailing = False  # the head is complete: what on_header reports now is a trailer
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -238,6 +239,7 @@ class ClientConnection(asyncio.Protocol):
         self.url_len = 0
         self.head_size = 0
         self.head_fed = -1  # began in the read being parsed (its deadline is set in `feed`)
+        self.trailing = False
 
     def on_url(self, url: bytes) -> None:
         x = self.cur
@@ -256,6 +258,11 @@ class ClientConnection(asyncio.Protocol):
             raise HTTPError(431, "request header too large")
         if len(headers) >= limit.max_headers:
             raise HTTPError(431, "too many request headers")
+        if self.trailing:
+            # A trailer field of a chunked body (llhttp reports them through on_header after
+            # the body): dropped, never merged into the header section (RFC 9110 §6.5.1). It
+            # has counted toward the head size above.
+            return
         lname = name.lower()
         if lname in _FRAMING:  # the few names with rules; most headers skip the chain below
             if lname == b"host":
@@ -282,6 +289,7 @@ class ClientConnection(asyncio.Protocol):
         headers.append((lname, name, value))
 
     def on_headers_complete(self) -> None:
+        self.trailing = True
         x = self.cur
         parser = self.parser
         x.method = parser.get_method()

@@ -1,0 +1,90 @@
+"""Defects found by adversarial testing, each over real sockets on 127.0.0.1: what a client can
+slip past the head rules (trailers merged into the head, optional whitespace, underscores in
+header names, a repeated User-Agent), and how the proxy ends a request the client or the backend
+leaves broken. The proxy's backends record every byte they receive.
+"""
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.integration.netutil import Client, RecordingUpstream, exchange, upstream_bytes, wait_for
+from tests.support import Proxy, config, ep
+
+
+class Env:
+    pass
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = Env()
+    e.u = RecordingUpstream()
+    e.fresh = RecordingUpstream()  # one request only: its pool is empty, so that one waits to connect
+    star = {"input_headers": ["*"]}
+    endpoints = [
+        ep("/echo", "/echo", **star), ep("/echo", "/echo", method="POST", **star),
+        ep("/echo/{x}", "/echo/{x}", method="POST", **star),
+        ep("/fresh", "/echo/fresh", method="POST", backend={"host": [e.fresh.url]}, **star),
+    ]
+    cfg = config(e.u, endpoints, listen_ip="127.0.0.1", timeout="2s",
+                 extra_config={"fastproxy": {"read_header_timeout": "1s", "idle_timeout": "2s",
+                                             "max_body_size": 64 * 1024}})
+    e.proxy = Proxy(cfg, tmp_path_factory.mktemp("hardening"))
+    e.port = e.proxy.port
+    yield e
+    e.proxy.stop()
+    e.u.stop()
+    e.fresh.stop()
+
+
+def echoed(r) -> dict:
+    assert r.status == 200, r
+    return json.loads(r.body)
+
+
+def header_names(req: dict) -> set:
+    return {n.lower() for n, _ in req["headers"]}
+
+
+# (a Content-Length trailer is refused by llhttp itself: 400)
+TRAILERS = b"0\r\nX-Injected: 1\r\nHost: evil.example\r\nX-Geoip: XX\r\n\r\n"
+
+
+def chunked_post(path: bytes, trailers: bytes = TRAILERS) -> bytes:
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n" + trailers)
+
+
+# -- trailers (RFC 9110 §6.5.1: a recipient MUST NOT merge them into the header section) -------
+
+def test_trailers_of_a_pipelined_chunked_request_never_become_headers(env):
+    before = len(env.u.requests)
+    with Client(env.port) as c:
+        # the first request takes the backend connection; the chunked one waits in the queue
+        # while its trailers are parsed
+        c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n" + chunked_post(b"/echo/trailers") +
+               b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+        first, second, third = (echoed(c.response()) for _ in range(3))
+    assert second["url"] == "/echo/trailers" and second["body"] == "hello"
+    for req in (first, second, third):
+        assert not header_names(req) & {"x-injected", "x-geoip"}, req
+        assert dict((n.lower(), v) for n, v in req["headers"]).get("x-forwarded-host") == "a", req
+    raw = b"".join(bytes(c) for c in list(env.u.connections))
+    assert b"X-Injected" not in raw and b"evil.example" not in raw and b"X-Geoip" not in raw
+    assert len(env.u.requests) == before + 3
+
+
+def test_trailers_of_a_request_waiting_for_a_backend_connection_never_become_headers(env):
+    assert not env.fresh.requests  # nothing pooled: the request waits for the connect
+    r = exchange(env.port, chunked_post(b"/fresh").replace(b"Host: a\r\n", b"Host: a\r\nConnection: close\r\n"))
+    responses, closed, _ = r
+    assert [x.status for x in responses] == [200] and closed
+    req = json.loads(responses[0].body)
+    assert req["body"] == "hello"
+    assert not header_names(req) & {"x-injected", "x-geoip"}, req
+    raw = upstream_bytes(env.fresh)
+    assert b"X-Injected" not in raw and b"evil.example" not in raw and b"X-Geoip" not in raw, raw
+
