@@ -264,6 +264,10 @@ class ClientConnection(asyncio.Protocol):
             # has counted toward the head size above.
             return
         lname = name.lower()
+        # llhttp drops the OWS before a value, not the OWS after it (RFC 9110 §5.5: neither is
+        # part of the value). Trimmed once here, so `abc ` keys, is judged and is forwarded as
+        # `abc`. (rstrip returns the same object when there is nothing to trim.)
+        value = value.rstrip(b" \t")
         if lname in _FRAMING:  # the few names with rules; most headers skip the chain below
             if lname == b"host":
                 x.host_count += 1

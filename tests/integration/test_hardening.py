@@ -28,6 +28,10 @@ def env(tmp_path_factory):
         ep("/echo", "/echo", **star), ep("/echo", "/echo", method="POST", **star),
         ep("/echo/{x}", "/echo/{x}", method="POST", **star),
         ep("/fresh", "/echo/fresh", method="POST", backend={"host": [e.fresh.url]}, **star),
+        ep("/keyed", "/echo/keyed", extra_config={"qos/ratelimit/router": {
+            "client_max_rate": 1, "client_capacity": 1, "every": "1h", "strategy": "header", "key": "X-Api-Key"}}),
+        ep("/guarded", "/echo/guarded", input_headers=["User-Agent", "X-Padded"],
+           extra_config={"security/bot-detector": {"deny": ["BadBot/1.0"]}}),
     ]
     cfg = config(e.u, endpoints, listen_ip="127.0.0.1", timeout="2s",
                  extra_config={"fastproxy": {"read_header_timeout": "1s", "idle_timeout": "2s",
@@ -88,3 +92,30 @@ def test_trailers_of_a_request_waiting_for_a_backend_connection_never_become_hea
     raw = upstream_bytes(env.fresh)
     assert b"X-Injected" not in raw and b"evil.example" not in raw and b"X-Geoip" not in raw, raw
 
+
+# -- optional whitespace (RFC 9110 §5.5: OWS around a field value is not part of it) ----------
+
+def test_trailing_whitespace_does_not_make_a_new_client_of_a_header_keyed_limit(env):
+    statuses = []
+    for value in ("abc", "abc ", "abc\t", "abc \t ", " abc", "\tabc  "):
+        with Client(env.port) as c:
+            c.send(b"GET /keyed HTTP/1.1\r\nHost: a\r\nX-Api-Key: " + value.encode() + b"\r\n\r\n")
+            statuses.append(c.response().status)
+    assert statuses == [200] + [429] * 5
+
+
+@pytest.mark.parametrize("ua", [b"BadBot/1.0", b"BadBot/1.0 ", b"BadBot/1.0\t", b"  BadBot/1.0 \t"])
+def test_denied_user_agent_is_refused_whatever_whitespace_surrounds_it(env, ua):
+    with Client(env.port) as c:
+        c.send(b"GET /guarded HTTP/1.1\r\nHost: a\r\nUser-Agent: " + ua + b"\r\n\r\n")
+        assert c.response().status == 403
+
+
+def test_header_values_are_forwarded_without_surrounding_whitespace(env):
+    with Client(env.port) as c:
+        c.send(b"GET /guarded HTTP/1.1\r\nHost: a \t\r\nUser-Agent: Good/1 \r\nX-Padded:  in  side \t\r\n\r\n")
+        req = echoed(c.response())
+    headers = {n.lower(): v for n, v in req["headers"]}
+    assert headers["x-padded"] == "in  side"
+    assert headers["user-agent"] == "Good/1"
+    assert headers["x-forwarded-host"] == "a"
