@@ -749,6 +749,13 @@ class ClientConnection(asyncio.Protocol):
         if len(q) == 1:
             self.dispatch(x)
 
+    def evict(self) -> None:
+        """Closed by the worker at `max_connections` to admit a new connection: this one has no
+        request in flight (its head is incomplete, or it is idle between requests)."""
+        self.closing = True
+        self.cur = None
+        self.transport.close()
+
     def expire(self, now: float) -> None:
         kind = self.dl_kind
         if self.closing and kind != DL_LINGER:

@@ -119,3 +119,36 @@ def test_header_values_are_forwarded_without_surrounding_whitespace(env):
     assert headers["x-padded"] == "in  side"
     assert headers["user-agent"] == "Good/1"
     assert headers["x-forwarded-host"] == "a"
+
+
+# -- slowloris at the connection cap --------------------------------------------------------------
+
+def test_slow_heads_at_the_connection_cap_do_not_starve_a_new_client(tmp_path):
+    u = RecordingUpstream()
+    cap = 20
+    p = Proxy(config(u, [ep("/echo")], listen_ip="127.0.0.1",
+                     extra_config={"fastproxy": {"max_connections": cap, "read_header_timeout": "10s",
+                                                 "idle_timeout": "10s"}}), tmp_path)
+    slow = []
+    try:
+        for _ in range(cap):  # each one served once (so it is counted), then dripping a head
+            c = Client(p.port, timeout=3)
+            slow.append(c)
+            assert c.request("GET", "/echo").status == 200
+            c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Drip: ")
+        t0 = time.monotonic()
+        with Client(p.port, timeout=3) as c:
+            assert c.request("GET", "/echo").status == 200
+        assert time.monotonic() - t0 < 1.0
+        assert slow[0].closed(timeout=1.0)  # the oldest slow head made room
+        for c in slow[1:]:  # the others are still waiting for their heads to end
+            c.sock.settimeout(0)
+            try:
+                assert c.sock.recv(1) != b""
+            except BlockingIOError:
+                pass
+    finally:
+        for c in slow:
+            c.close()
+        p.stop()
+        u.stop()
