@@ -25,8 +25,8 @@ from typing import Any, Optional
 import httptools
 
 from fastproxy.config.compile import QUERY_ALL
-from fastproxy.http.request import (HTTPError, check_authority, check_transfer_encoding, filter_query,
-                                    parse_content_length, split_target)
+from fastproxy.http.request import (HTTPError, check_authority, check_host, check_transfer_encoding,
+                                    filter_query, parse_content_length, split_target)
 from fastproxy.http.response import ERROR_BODIES, simple_response
 from fastproxy.limits.headers import retry_after_value, rl_pairs
 from fastproxy.policies import Rejection
@@ -52,7 +52,7 @@ _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive"))
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("w", "transport", "parser", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind", "closing",
                  "paused", "head_fed", "url_len", "head_size", "buffered", "writing_paused",
-                 "broken", "requests", "held", "dispatching", "trailing")
+                 "broken", "requests", "held", "dispatching", "trailing", "host_ok")
 
     def __init__(self, worker: Any) -> None:
         self.w = worker
@@ -78,6 +78,7 @@ class ClientConnection(asyncio.Protocol):
         self.held: Optional[list] = None
         self.dispatching = False  # finish() is running the queue: nested finishes leave it to it
         self.trailing = False  # the head is complete: what on_header reports now is a trailer
+        self.host_ok: Optional[bytes] = None  # the last Host value check_host accepted
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -321,6 +322,10 @@ class ClientConnection(asyncio.Protocol):
             x.path, x.query = split_target(url)
             if url[0] != 0x2F:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
                 x.host = check_authority(url, x.host)
+        host = x.host
+        if host is not None and host != self.host_ok:  # it becomes X-Forwarded-Host
+            check_host(host)
+            self.host_ok = host  # the next request of this connection names it again, mostly
         if not (x.chunked or x.cl > 0):
             x.body_done = True
         self.requests += 1

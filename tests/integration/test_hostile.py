@@ -91,6 +91,17 @@ CASES = [
     ("host-missing", get(TAG, host=False), [400], 0),
     ("host-duplicate", get(b"Host: b", TAG), [400], 0),
     ("host-duplicate-http10", get(b"Host: a", b"Host: b", TAG, version=b"1.0", host=False), [400], 0),
+    ("host-with-space", get(b"Host: a b", TAG, host=False), [400], 0),
+    ("host-list", get(b"Host: h, evil", TAG, host=False), [400], 0),
+    ("host-markup", get(b"Host: <script>alert(1)</script>", TAG, host=False), [400], 0),
+    ("host-unclosed-ipv6", get(b"Host: [::1", TAG, host=False), [400], 0),
+    ("host-two-colons", get(b"Host: a:b:c", TAG, host=False), [400], 0),
+    ("host-port-not-digits", get(b"Host: a:http", TAG, host=False), [400], 0),
+    ("host-with-slash", get(b"Host: a/evil", TAG, host=False), [400], 0),
+    ("host-too-long", get(b"Host: " + b"h" * 4000, TAG, host=False), [400], 0),
+    ("host-invalid-http10", get(b"Host: a b", TAG, version=b"1.0", host=False), [400], 0),
+    ("absolute-form-invalid-authority-http10", get(TAG, target=b"http://a,b/echo/x", version=b"1.0", host=False),
+     [400], 0),
     # -- chunked body syntax (RFC 9112 §7.1) --
     ("chunk-size-0x-prefix", post(CHUNKED, body=b"0x5\r\nhello\r\n" + ZERO), [400], 0),
     ("chunk-size-negative", post(CHUNKED, body=b"-5\r\nhello\r\n" + ZERO), [400], 0),
@@ -163,6 +174,7 @@ CASES = [
     ("valid-then-duplicate-cl", OK_POST + post(b"Content-Length: 1", b"Content-Length: 2", body=b"ab"),
      [200, 400], 1),
     ("valid-then-fragment", OK_GET + get(TAG, target=b"/echo/#" + M), [200, 400], 1),
+    ("valid-then-invalid-host", OK_GET + get(b"Host: a, evil", TAG, host=False), [200, 400], 1),
     ("valid-then-oversize-head", OK_GET + get(TAG, b"X-Big: " + b"b" * 9000), [200, 431], 1),
 ]
 

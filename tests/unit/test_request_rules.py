@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastproxy.http.request import HTTPError, split_target
+from fastproxy.http.request import HTTPError, check_host, split_target
 
 # (target, expected path or None for a 400). A backend such as nginx percent-decodes `%2f`,
 # `%5c` and `%2e` and treats `\` as a separator before it resolves dot-segments, so whatever
@@ -59,3 +59,63 @@ def test_split_target_refuses_what_would_resolve_to_a_dot_segment(target, expect
         assert e.value.status == 400
     else:
         assert split_target(target)[0] == expected
+
+
+# (Host value, valid?) RFC 9112 §3.2, RFC 3986 §3.2.2-3.2.3
+HOSTS = [
+    (b"api.example.com", True),
+    (b"API.Example.COM", True),
+    (b"localhost:8080", True),
+    (b"127.0.0.1:19083", True),
+    (b"127.0.0.1", True),
+    (b"a", True),
+    (b"xn--bcher-kva.example", True),
+    (b"under_score.example", True),
+    (b"host:", True),  # port = *DIGIT
+    (b"", True),  # an empty Host is valid (RFC 9112 §3.2)
+    (b"%41pi.example", True),
+    (b"[::1]", True),
+    (b"[::1]:8080", True),
+    (b"[2001:db8::1]", True),
+    (b"[::ffff:192.0.2.1]:443", True),
+    (b"a" * 255, True),
+    (b"a" * 255 + b":65535", True),
+    (b"a b", False),
+    (b"h, evil", False),
+    (b"h,evil", False),
+    (b"<script>alert(1)</script>", False),
+    (b"[::1", False),
+    (b"::1", False),
+    (b"a:b:c", False),
+    (b"a:80:80", False),
+    (b"a:123456", False),
+    (b"a:-1", False),
+    (b":80", False),
+    (b"a" * 256, False),
+    (b"a" * 4000, False),
+    (b"a/b", False),
+    (b"a\\b", False),
+    (b"a@b", False),
+    (b"a?b", False),
+    (b"a#b", False),
+    (b'a"b', False),
+    (b"%zz.example", False),
+    (b"a%4", False),
+    (b"[::1]x", False),
+    (b"[::1]:a", False),
+    (b"[zz::1]", False),
+    (b"[1:2:3]", False),
+    (b"[v1.fe]", False),
+    (b"[::1%25eth0]", False),
+    (b"\xc3\xa9.example", False),
+]
+
+
+@pytest.mark.parametrize("host,valid", HOSTS, ids=[h[:40].decode("latin-1") for h, _ in HOSTS])
+def test_check_host_accepts_only_an_authority(host, valid):
+    if valid:
+        check_host(host)
+    else:
+        with pytest.raises(HTTPError) as e:
+            check_host(host)
+        assert e.value.status == 400
