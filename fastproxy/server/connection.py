@@ -289,7 +289,9 @@ class ClientConnection(asyncio.Protocol):
                     raise HTTPError(417, "unsupported Expect")
             elif lname == b"connection":  # its options name more hop-by-hop headers (attach)
                 x.conn_opts = value if x.conn_opts is None else x.conn_opts + b"," + value
-            elif x.ua is None:  # user-agent: the first one is judged, as KrakenD's detector does
+            else:  # user-agent: the bot detector judges one value, so a second one is refused
+                if x.ua is not None:  # (both would reach the backend, only one judged)
+                    raise HTTPError(400, "duplicate User-Agent")
                 x.ua = value
         headers.append((lname, name, value))
 

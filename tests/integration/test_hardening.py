@@ -152,3 +152,14 @@ def test_slow_heads_at_the_connection_cap_do_not_starve_a_new_client(tmp_path):
             c.close()
         p.stop()
         u.stop()
+
+# -- one User-Agent: the value judged is the value forwarded --------------------------------------
+
+@pytest.mark.parametrize("first,second", [(b"Good/1", b"BadBot/1.0"), (b"BadBot/1.0", b"Good/1")])
+def test_two_user_agents_are_refused_before_any_policy(env, first, second):
+    before = len(env.u.requests)
+    responses, closed, _ = exchange(env.port, b"GET /guarded HTTP/1.1\r\nHost: a\r\nUser-Agent: " + first +
+                                    b"\r\nUser-Agent: " + second + b"\r\n\r\n")
+    assert [r.status for r in responses] == [400] and closed
+    assert len(env.u.requests) == before
+

@@ -124,6 +124,8 @@ CASES = [
     ("empty-header-name", get(TAG, b": a"), [400], 0),
     ("header-without-colon", get(TAG, b"X-V"), [400], 0),
     ("expect-unknown", get(TAG, b"Expect: 200-ok"), [417], 0),
+    ("user-agent-twice", get(TAG, b"User-Agent: Good/1", b"User-Agent: BadBot/1.0"), [400], 0),
+    ("user-agent-twice-same", get(TAG, b"User-Agent: a", b"User-Agent: a"), [400], 0),
     # -- size limits (414, 431, 413) --
     ("request-line-too-long", get(TAG, target=b"/echo/" + M + b"?" + b"a" * 9000), [414], 0),
     ("one-header-too-long", get(TAG, b"X-Big: " + b"b" * 9000), [431], 0),
