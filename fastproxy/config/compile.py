@@ -19,6 +19,7 @@ import msgspec
 from fastproxy.config import schema
 from fastproxy.config.durations import parse_duration
 from fastproxy.config.load import ConfigError, load_file
+from fastproxy.http.request import forwardable_name
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
@@ -399,7 +400,7 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
             upstream_method=(be.method.upper().encode() if be.method else None),
             template=template,
             forward_headers="*" in ih,
-            header_names=frozenset(h.lower().encode() for h in ih if h != "*"),
+            header_names=frozenset(h.lower().encode() for h in ih if h != "*" and forwardable_name(h)),
             query_mode=QUERY_ALL if ("*" in iq or (wildcard and not iq)) else (QUERY_LIST if iq else QUERY_NONE),
             query_names=frozenset(q.encode() for q in iq if q != "*"),
             wildcard=wildcard, checks=(), backend_checks=(), breakers=None, rr=[0],

@@ -9,6 +9,19 @@ naming another host than `Host`, a Host that is not an authority (`check_host`).
 """
 
 
+# Request headers never forwarded as received (framing and hop-by-hop, RFC 9110 §7.6.1), plus
+# those fastproxy regenerates.
+REQUEST_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+                          b"upgrade", b"trailer", b"host", b"content-length", b"expect", b"x-forwarded-for",
+                          b"x-forwarded-host", b"x-forwarded-proto", b"proxy-authorization"))
+
+
+def forwardable_name(name: str) -> bool:
+    """May `input_headers` name this header explicitly? Not when, read with `_` as `-` (as CGI
+    and WSGI backends do), it is a header fastproxy never forwards (`Content_Length`)."""
+    return name.lower().replace("_", "-").encode() not in REQUEST_DROP
+
+
 class HTTPError(Exception):
     """A request the proxy refuses: `status` is what the client gets; the connection closes."""
 

@@ -30,6 +30,7 @@ def env(tmp_path_factory):
         ep("/fresh", "/echo/fresh", method="POST", backend={"host": [e.fresh.url]}, **star),
         ep("/keyed", "/echo/keyed", extra_config={"qos/ratelimit/router": {
             "client_max_rate": 1, "client_capacity": 1, "every": "1h", "strategy": "header", "key": "X-Api-Key"}}),
+        ep("/legacy", "/echo/legacy", input_headers=["X_Legacy", "Content_Length", "transfer_encoding"]),
         ep("/guarded", "/echo/guarded", input_headers=["User-Agent", "X-Padded"],
            extra_config={"security/bot-detector": {"deny": ["BadBot/1.0"]}}),
     ]
@@ -153,6 +154,7 @@ def test_slow_heads_at_the_connection_cap_do_not_starve_a_new_client(tmp_path):
         p.stop()
         u.stop()
 
+
 # -- one User-Agent: the value judged is the value forwarded --------------------------------------
 
 @pytest.mark.parametrize("first,second", [(b"Good/1", b"BadBot/1.0"), (b"BadBot/1.0", b"Good/1")])
@@ -162,4 +164,26 @@ def test_two_user_agents_are_refused_before_any_policy(env, first, second):
                                     b"\r\nUser-Agent: " + second + b"\r\n\r\n")
     assert [r.status for r in responses] == [400] and closed
     assert len(env.u.requests) == before
+
+
+# -- underscores in header names (CGI/WSGI backends read `_` as `-`) -----------------------------
+
+def test_header_names_with_underscores_are_never_forwarded_by_star(env):
+    with Client(env.port) as c:
+        c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent_Length: 5\r\n"
+               b"X_Custom: 1\r\nX-Dashed: 1\r\n\r\n")
+        req = echoed(c.response())
+    names = header_names(req)
+    assert "x-dashed" in names
+    assert not {n for n in names if "_" in n}, names
+
+
+def test_an_explicit_input_header_with_an_underscore_passes_unless_it_spells_a_framing_header(env):
+    with Client(env.port) as c:
+        c.send(b"GET /legacy HTTP/1.1\r\nHost: a\r\nX_Legacy: 1\r\nContent_Length: 5\r\n"
+               b"Transfer_Encoding: chunked\r\n\r\n")
+        req = echoed(c.response())
+    names = header_names(req)
+    assert "x_legacy" in names
+    assert "content_length" not in names and "transfer_encoding" not in names, names
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastproxy.http.request import HTTPError, check_host, split_target
+from fastproxy.http.request import HTTPError, check_host, forwardable_name, split_target
 
 # (target, expected path or None for a 400). A backend such as nginx percent-decodes `%2f`,
 # `%5c` and `%2e` and treats `\` as a separator before it resolves dot-segments, so whatever
@@ -119,3 +119,10 @@ def test_check_host_accepts_only_an_authority(host, valid):
         with pytest.raises(HTTPError) as e:
             check_host(host)
         assert e.value.status == 400
+
+
+@pytest.mark.parametrize("name,ok", [("X_Legacy", True), ("x-api-key", True), ("Content_Length", False),
+                                     ("transfer_encoding", False), ("HOST", False), ("X_Forwarded_For", False),
+                                     ("Proxy_Connection", False), ("content-length", False)])
+def test_an_explicit_input_header_may_not_spell_a_framing_header_with_underscores(name, ok):
+    assert forwardable_name(name) is ok
