@@ -18,10 +18,23 @@ class Env:
     pass
 
 
+class MisbehavingUpstream(RecordingUpstream):
+    """/te/<codings>: a chunked answer under `Transfer-Encoding: <codings>` (`+` for `, `)."""
+
+    async def answer(self, proto, req):  # type: ignore[override]
+        path = req["url"].split("?")[0]
+        if path.startswith("/te/"):
+            codings = path[4:].replace("+", ", ").encode()
+            proto.transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + codings + b"\r\n\r\n"
+                                  b"5\r\nhello\r\n0\r\n\r\n")
+        else:
+            await super().answer(proto, req)
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     e = Env()
-    e.u = RecordingUpstream()
+    e.u = MisbehavingUpstream()
     e.fresh = RecordingUpstream()  # one request only: its pool is empty, so that one waits to connect
     star = {"input_headers": ["*"]}
     endpoints = [
@@ -30,6 +43,7 @@ def env(tmp_path_factory):
         ep("/fresh", "/echo/fresh", method="POST", backend={"host": [e.fresh.url]}, **star),
         ep("/keyed", "/echo/keyed", extra_config={"qos/ratelimit/router": {
             "client_max_rate": 1, "client_capacity": 1, "every": "1h", "strategy": "header", "key": "X-Api-Key"}}),
+        ep("/te/{codings}", "/te/{codings}"),
         ep("/legacy", "/echo/legacy", input_headers=["X_Legacy", "Content_Length", "transfer_encoding"]),
         ep("/guarded", "/echo/guarded", input_headers=["User-Agent", "X-Padded"],
            extra_config={"security/bot-detector": {"deny": ["BadBot/1.0"]}}),
@@ -187,3 +201,18 @@ def test_an_explicit_input_header_with_an_underscore_passes_unless_it_spells_a_f
     assert "x_legacy" in names
     assert "content_length" not in names and "transfer_encoding" not in names, names
 
+
+# -- framing of backend responses ----------------------------------------------------------------
+
+@pytest.mark.parametrize("codings", ["chunked+chunked", "gzip", "chunked+gzip"])
+def test_backend_transfer_encoding_other_than_one_final_chunked_is_502(env, codings):
+    with Client(env.port) as c:
+        r = c.request("GET", f"/te/{codings}")
+        assert r.status == 502 and r.body == b""
+
+
+@pytest.mark.parametrize("codings", ["chunked", "gzip+chunked"])
+def test_backend_chunked_answer_is_relayed(env, codings):
+    with Client(env.port) as c:
+        r = c.request("GET", f"/te/{codings}")
+        assert r.status == 200 and r.body == b"hello"
