@@ -48,7 +48,7 @@ _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive"))
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("w", "transport", "parser", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind", "closing",
                  "paused", "head_fed", "url_len", "head_size", "buffered", "writing_paused",
-                 "broken", "requests", "held", "dispatching", "trailing", "host_ok")
+                 "broken", "requests", "held", "dispatching", "trailing", "host_ok", "eof")
 
     def __init__(self, worker: Any) -> None:
         self.w = worker
@@ -75,6 +75,7 @@ class ClientConnection(asyncio.Protocol):
         self.dispatching = False  # finish() is running the queue: nested finishes leave it to it
         self.trailing = False  # the head is complete: what on_header reports now is a trailer
         self.host_ok: Optional[bytes] = None  # the last Host value check_host accepted
+        self.eof = False  # the client half-closed
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -193,7 +194,14 @@ class ClientConnection(asyncio.Protocol):
                 up.transport.writelines(parts)
 
     def eof_received(self) -> Optional[bool]:
-        # Half-close from the client: finish what was fully received, then close.
+        # Half-close from the client: finish what was fully received, then close (without the
+        # lingering wait: nothing more can come).
+        self.eof = True
+        x = self.cur
+        if x is not None and x.method is not None and not self.closing and x in self.queue:
+            # inside a request body that can now never complete: its backend connection is
+            # aborted (the backend never sees a whole request) and the client gets 400, in turn
+            self.refuse(HTTPError(400, "client closed its side inside the request body"))
         if not self.queue:
             return False
         self.broken = True
@@ -710,6 +718,9 @@ class ClientConnection(asyncio.Protocol):
         self.closing = True  # data_received drops everything from now on
         t = self.transport
         if t.is_closing():
+            return
+        if self.eof:  # the client has sent all it will: nothing to drain, close after the answer
+            t.close()
             return
         try:
             t.write_eof()

@@ -216,3 +216,39 @@ def test_backend_chunked_answer_is_relayed(env, codings):
     with Client(env.port) as c:
         r = c.request("GET", f"/te/{codings}")
         assert r.status == 200 and r.body == b"hello"
+
+
+# -- a client that half-closes inside a request body -----------------------------------------------
+
+@pytest.mark.parametrize("framing,body", [
+    (b"Content-Length: 40", b"half-closed-body"),  # 16 of 40 bytes
+    (b"Transfer-Encoding: chunked", b"28\r\nhalf-closed-body"),  # inside a 40-byte chunk
+    (b"Transfer-Encoding: chunked", b"10\r\nhalf-closed-body\r\n"),  # between chunks
+])
+def test_half_close_inside_a_body_closes_both_connections_and_never_completes_upstream(env, framing, body):
+    u = env.u
+    requests_before = len(u.requests)
+    closed_before = u.closed
+    marker = b"half-closed-%04d" % (len(u.requests) + u.opened)  # 16 bytes, unique to this case
+    body = body.replace(b"half-closed-body", marker)
+    with socket.create_connection(("127.0.0.1", env.port), timeout=3) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\n" + framing + b"\r\n\r\n" + body)
+        wait_for(lambda: marker in upstream_bytes(u), timeout=3)  # head and half the body went up
+        busy = u.closed
+        t0 = time.monotonic()
+        s.shutdown(socket.SHUT_WR)
+        out = bytearray()
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        elapsed = time.monotonic() - t0
+    assert out.startswith(b"HTTP/1.1 400 "), out[:200]
+    assert elapsed < 1.0, elapsed
+    wait_for(lambda: u.closed > busy, timeout=1.0)  # the backend connection was dropped too
+    assert u.closed > closed_before
+    assert len(u.requests) == requests_before  # the backend never parsed a complete request
