@@ -41,6 +41,8 @@ class _UpstreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.server.closed += 1
+        if exc is not None:
+            self.server.resets += 1
 
     def data_received(self, data: bytes) -> None:
         self.raw += data
@@ -99,6 +101,7 @@ class Upstream:
         self.connections: list = []
         self.opened = 0
         self.closed = 0  # connections that ended (FIN or RST from the proxy)
+        self.resets = 0  # of which with a reset
         self.port = port
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import socket
 import ssl as _ssl
+import struct
 from typing import Any, Optional
 
 import httptools
@@ -29,6 +30,7 @@ _NOT_LISTED = HOP_BY_HOP | {b"close"}
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
 
 IDLE, BUSY, CLOSED = 0, 1, 2
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 def set_nodelay(transport: Any) -> None:
@@ -242,11 +244,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
 
     def abort(self) -> None:
+        """Drop the connection with a reset, not a FIN: a request cut short (a body over the
+        limit, a client gone) must read as an error to the backend, never as a clean end of
+        its input."""
         self.reusable = False
         self.state = CLOSED
         self.x = None
-        if self.transport is not None:
-            self.transport.abort()
+        t = self.transport
+        if t is not None:
+            sock = t.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
+            t.abort()
         self.pool.forget(self)
 
 

@@ -4,6 +4,7 @@ header names, a repeated User-Agent), and how the proxy ends a request the clien
 leaves broken. The proxy's backends record every byte they receive.
 """
 
+import itertools
 import json
 import socket
 import time
@@ -12,6 +13,9 @@ import pytest
 
 from tests.integration.netutil import Client, RecordingUpstream, exchange, upstream_bytes, wait_for
 from tests.support import Proxy, config, ep
+
+
+SEQ = itertools.count()  # markers unique within the module's backend
 
 
 class Env:
@@ -229,7 +233,7 @@ def test_half_close_inside_a_body_closes_both_connections_and_never_completes_up
     u = env.u
     requests_before = len(u.requests)
     closed_before = u.closed
-    marker = b"half-closed-%04d" % (len(u.requests) + u.opened)  # 16 bytes, unique to this case
+    marker = b"half-closed-%04d" % next(SEQ)  # 16 bytes, unique to this case
     body = body.replace(b"half-closed-body", marker)
     with socket.create_connection(("127.0.0.1", env.port), timeout=3) as s:
         s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\n" + framing + b"\r\n\r\n" + body)
@@ -252,3 +256,29 @@ def test_half_close_inside_a_body_closes_both_connections_and_never_completes_up
     wait_for(lambda: u.closed > busy, timeout=1.0)  # the backend connection was dropped too
     assert u.closed > closed_before
     assert len(u.requests) == requests_before  # the backend never parsed a complete request
+
+
+# -- a chunked body that outgrows max_body_size after its head went upstream -----------------------
+
+def test_chunked_body_over_the_limit_after_the_head_went_up_aborts_the_backend_connection(env):
+    u = env.u
+    requests_before = len(u.requests)
+    marker = b"over-limit-%05d" % next(SEQ)
+    with Client(env.port) as c:
+        c.send(b"POST /echo/" + marker + b" HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nfirst\r\n")
+        wait_for(lambda: b"first" in upstream_bytes(u) and marker in upstream_bytes(u), timeout=3)
+        busy, resets = u.closed, u.resets
+        big = 64 * 1024  # with the first 5 bytes: over max_body_size
+        try:
+            c.send(b"%x\r\n%s\r\n" % (big, b"z" * big))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = c.response()
+        assert r.status == 413
+        assert c.closed()
+    wait_for(lambda: u.closed > busy, timeout=1.0)  # the backend connection was aborted
+    assert u.resets > resets  # with a reset: the backend discards the request
+    assert len(u.requests) == requests_before  # never a complete request upstream
+    conn = next(bytes(raw) for raw in list(u.connections) if marker in raw)
+    assert not conn.endswith(b"0\r\n\r\n")
