@@ -18,6 +18,9 @@ Rules this module keeps:
   whole.
 - A refused request (4xx from the parser rules) gets its answer after those before it, then the
   connection closes. Timeouts use one deadline per connection, swept by the worker's clock.
+- Nothing parsed changes once a head is complete (trailers are dropped); one User-Agent, a
+  valid Host. A half-close inside a body refuses that request and resets its backend
+  connection; at `max_connections` the worker may `evict` a connection with nothing in flight.
 """
 
 import asyncio
