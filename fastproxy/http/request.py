@@ -5,7 +5,8 @@ parsers (RFC 9112 §6.3, §3.2): Content-Length with leading zeros or duplicated
 Transfer-Encoding other than exactly `chunked`, Transfer-Encoding in HTTP/1.0, a missing or
 repeated Host in HTTP/1.1, a fragment in the target, dot-segments that a backend would resolve
 (after percent-decoding `%2e`, `%2f`, `%5c`, and `\\` as a separator), an absolute-form target
-naming another host than `Host`, a Host that is not an authority (`check_host`). Each rule raises HTTPError with the status the client gets.
+naming another host than `Host`, a Host that is not an authority (`check_host`). Each rule
+raises HTTPError with the status the client gets.
 """
 
 
@@ -80,13 +81,10 @@ def check_dot_segments(path: bytes) -> None:
     (`%252f` is data, as it is for a backend that decodes once). Replacing the three encodings in
     turn is one decoding pass: no replacement can create another's sequence.
     """
-    if b"%" in path:
-        low = path.lower()
-        if b"%2e" not in low and b"." not in path:
-            return
-        path = low.replace(b"%2f", b"/").replace(b"%5c", b"/").replace(b"%2e", b".")
-    elif b"." not in path:
-        return
+    if path.find(b"%") >= 0:  # (find, not `in`: see _PLAIN_HOST_MAP)
+        path = path.lower().replace(b"%2f", b"/").replace(b"%5c", b"/").replace(b"%2e", b".")
+    if path.find(b"/.") < 0 and path.find(b"\\.") < 0:
+        return  # no segment starts with a dot (the path starts with "/")
     for seg in path.replace(b"\\", b"/").split(b"/"):
         if seg == b"." or seg == b"..":
             raise HTTPError(400, "dot-segment in request path")

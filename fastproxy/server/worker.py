@@ -4,10 +4,11 @@ Owns: accepting, with the connection cap: at `max_connections` a new connection 
 closing the oldest connection that has no request in flight (one still in its head phase, a
 slowloris, or an idle keep-alive one), so slow heads cannot starve new clients; only when every
 connection has a request in flight is the listener paused (never accept-and-close). The cap is
-also bounded by the open-files limit, raised toward its hard limit at worker start. The clock tick that sweeps connection deadlines and refreshes the Date
-header, backend pools, reload (SIGHUP: a bad file keeps the old snapshot) and drain
-(SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight ones finish with
-`Connection: close`, exit when done or at the drain deadline).
+also bounded by the open-files limit, raised to its hard limit at worker start. Also: the clock
+tick that sweeps connection deadlines and refreshes the Date header, backend pools, reload
+(SIGHUP: a bad file keeps the old snapshot) and drain (SIGTERM/SIGINT: stop accepting, close
+idle connections, let in-flight ones finish with `Connection: close`, exit when done or at the
+drain deadline).
 """
 
 import asyncio
