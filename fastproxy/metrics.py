@@ -14,7 +14,7 @@ LATENCY_LABELS = tuple(str(b) for b in LATENCY_BUCKETS) + ("+Inf",)
 
 class Metrics:
     __slots__ = ("requests", "rejections", "upstream_errors", "breaker_transitions", "redis_switches",
-                 "connections_open", "connections_total", "gauges", "upstream_latency", "passed")
+                 "connections_open", "connections_total", "evicted", "gauges", "upstream_latency", "passed")
 
     def __init__(self) -> None:
         self.requests: dict = {}
@@ -24,6 +24,7 @@ class Metrics:
         self.redis_switches: dict = {}
         self.connections_open = 0
         self.connections_total = 0
+        self.evicted = 0  # connections closed at the cap to admit a new one
         self.gauges: dict = {}  # name -> callable returning [(labels, value)]
         self.upstream_latency: dict = {}  # route -> [bucket counts..., count, sum]
         self.passed: dict = {}  # route -> requests that passed every policy of the route
@@ -69,6 +70,7 @@ class Metrics:
             "fastproxy_redis_switches_total": [(("limit", "to"), k, v) for k, v in self.redis_switches.items()],
             "fastproxy_connections_open": [((), (), self.connections_open)],
             "fastproxy_connections_total": [((), (), self.connections_total)],
+            "fastproxy_connections_evicted_total": [((), (), self.evicted)],
         }
         out["fastproxy_policy_passes_total"] = [(("route",), (k,), v) for k, v in self.passed.items()]
         rows = []
@@ -98,6 +100,8 @@ HELP = {
     "fastproxy_policy_passes_total": ("counter", "Requests that passed every policy (limits, filters) of a route."),
     "fastproxy_upstream_latency_seconds": ("histogram", "Backend time to response head, by route."),
     "fastproxy_connections_total": ("counter", "Client connections accepted."),
+    "fastproxy_connections_evicted_total": ("counter", "Connections without a request in flight closed at "
+                                            "max_connections to admit a new one."),
 }
 
 

@@ -39,6 +39,11 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.server.connections.append(self.raw)
         self.server.opened += 1
 
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.server.closed += 1
+        if exc is not None:
+            self.server.resets += 1
+
     def data_received(self, data: bytes) -> None:
         self.raw += data
         try:
@@ -95,6 +100,8 @@ class Upstream:
         self.requests: list = []
         self.connections: list = []
         self.opened = 0
+        self.closed = 0  # connections that ended (FIN or RST from the proxy)
+        self.resets = 0  # of which with a reset
         self.port = port
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

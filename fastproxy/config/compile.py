@@ -21,6 +21,7 @@ from fastproxy.config import schema
 from fastproxy.config.load import ConfigError, load_file, with_positions
 from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment, listing
 from fastproxy.config.problems import Problems, kind_of
+from fastproxy.http.request import forwardable_name
 from fastproxy.policies import registry
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
 from fastproxy.security.policy import client_ip_resolver
@@ -361,7 +362,7 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
             upstream_method=(be.method.upper().encode() if be.method else None),
             template=template or (),
             forward_headers="*" in ih,
-            header_names=frozenset(h.lower().encode() for h in ih if h != "*"),
+            header_names=frozenset(h.lower().encode() for h in ih if h != "*" and forwardable_name(h)),
             query_mode=QUERY_ALL if ("*" in iq or (wildcard and not iq)) else (QUERY_LIST if iq else QUERY_NONE),
             query_names=frozenset(q.encode() for q in iq if q != "*"),
             wildcard=wildcard,

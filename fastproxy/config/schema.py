@@ -65,7 +65,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_head_size: int = 32768
     max_headers: int = 100
     max_body_size: int = 10 * 1024 * 1024
-    max_connections: int = 1024
+    max_connections: int = 10000
     read_header_timeout: Optional[str] = None  # default: root read_header_timeout, else 10s
     idle_timeout: Optional[str] = None  # default: root idle_timeout, else 15s
     connect_timeout: Optional[str] = None  # default: root dialer_timeout, else 5s

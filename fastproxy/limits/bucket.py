@@ -38,14 +38,29 @@ Rules it keeps
   Accesses never reorder the table (one dict lookup per take); the sweep runs only when the table
   is full and frees at least ``max_keys // 8`` slots, so its O(n) cost is amortised to O(8) per
   inserted key.
+* Memory is bounded in bytes, not only in entries: a key longer than ``RAW_KEY_MAX`` (40, so
+  that every textual IP address stays as it is) is stored as a 128-bit keyed BLAKE2b digest (an
+  ``int``, a type no raw key has, so a digest never meets a raw key). The digest key is random
+  per table, so a client cannot engineer two keys that share a bucket; a chance collision needs
+  about 2**64 keys. An entry then costs at most ``ENTRY_BYTES_MAX`` (400) bytes whatever the key's
+  length (key object, bucket and its floats, dict slot; ~300 measured with short keys, ~330 with
+  40-byte ones), so a table holds at most ``ENTRY_BYTES_MAX * max_keys`` bytes (40 MB at the
+  default 100,000).
 """
 
 from __future__ import annotations
 
 import math
+import os
+from hashlib import blake2b
 from itertools import islice
 
-__all__ = ["TokenBucket", "BucketTable", "default_capacity", "EPS"]
+__all__ = ["TokenBucket", "BucketTable", "default_capacity", "EPS", "RAW_KEY_MAX", "ENTRY_BYTES_MAX"]
+
+#: Longest key a table stores as it is; longer keys are stored as a keyed 128-bit digest.
+RAW_KEY_MAX = 40
+#: Upper bound of one table entry's memory, in bytes, whatever the key (measured in tests).
+ENTRY_BYTES_MAX = 400
 
 #: Seconds early a take may pass, to absorb float rounding (see the module docstring).
 EPS = 1e-9
@@ -151,13 +166,14 @@ class TokenBucket:
 class BucketTable:
     """Per-client buckets of one limit (``rate`` tokens/s, ``capacity``), at most ``max_keys``.
 
-    Keys are ``bytes`` or ``str`` (distinct types are distinct keys). A key seen the first time
+    Keys are ``bytes`` or ``str`` (distinct types are distinct keys; long ones are stored as
+    digests, see the module docstring). A key seen the first time
     gets a full bucket. Queries (``retry_after``, ``remaining``, ``reset_after``) never insert.
     ``idle_dropped`` and ``evicted`` count full buckets dropped (lossless) and non-full buckets
     evicted (lossy) by the sweeps, for metrics.
     """
 
-    __slots__ = ("_rate", "_interval", "_cap", "_capf", "_max", "_low", "_buckets",
+    __slots__ = ("_rate", "_interval", "_cap", "_capf", "_max", "_low", "_buckets", "_salt",
                  "idle_dropped", "evicted")
 
     def __init__(self, rate: float, capacity: int, max_keys: int = 100_000) -> None:
@@ -171,6 +187,7 @@ class BucketTable:
         self._max = max_keys
         self._low = max_keys - max(1, max_keys // 8)  # size a sweep shrinks the table to, at most
         self._buckets: dict = {}
+        self._salt = os.urandom(16)  # the digest key of long client keys (see the module docstring)
         self.idle_dropped = 0
         self.evicted = 0
 
@@ -186,7 +203,14 @@ class BucketTable:
     def max_keys(self) -> int:
         return self._max
 
+    def _digest(self, key) -> int:
+        """A long key's stored form: a keyed 128-bit digest, tagged by the key's type."""
+        data = b"b" + key if key.__class__ is bytes else b"s" + str(key).encode("utf-8", "surrogatepass")
+        return int.from_bytes(blake2b(data, digest_size=16, key=self._salt).digest(), "little")
+
     def take(self, key, now: float) -> bool:
+        if len(key) > RAW_KEY_MAX:
+            key = self._digest(key)
         b = self._buckets.get(key)
         if b is None:
             b = self._insert(key, now)
@@ -194,28 +218,30 @@ class BucketTable:
 
     def bucket(self, key, now: float) -> TokenBucket:
         """The key's bucket, inserted full if new (for callers that need several answers)."""
+        if len(key) > RAW_KEY_MAX:
+            key = self._digest(key)
         b = self._buckets.get(key)
         if b is None:
             b = self._insert(key, now)
         return b
 
     def retry_after(self, key, now: float) -> float:
-        b = self._buckets.get(key)
+        b = self._buckets.get(self._digest(key) if len(key) > RAW_KEY_MAX else key)
         return 0.0 if b is None else b.retry_after(now)
 
     def remaining(self, key, now: float) -> int:
-        b = self._buckets.get(key)
+        b = self._buckets.get(self._digest(key) if len(key) > RAW_KEY_MAX else key)
         return self._cap if b is None else b.remaining(now)
 
     def reset_after(self, key, now: float) -> float:
-        b = self._buckets.get(key)
+        b = self._buckets.get(self._digest(key) if len(key) > RAW_KEY_MAX else key)
         return 0.0 if b is None else b.reset_after(now)
 
     def __len__(self) -> int:
         return len(self._buckets)
 
     def __contains__(self, key) -> bool:
-        return key in self._buckets
+        return (self._digest(key) if len(key) > RAW_KEY_MAX else key) in self._buckets
 
     def _insert(self, key, now: float) -> TokenBucket:
         if len(self._buckets) >= self._max:

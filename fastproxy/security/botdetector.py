@@ -1,6 +1,7 @@
 """Bot detector (SPEC §3.10, krakend-botdetector ``Detector.IsBot``).
 
-Rules, in order, on the first User-Agent value:
+Rules, in order, on the User-Agent value (a request with two User-Agent headers never gets
+here: the parser refuses it with 400, so the value judged is the only one forwarded):
 1. empty or absent UA: a bot exactly when ``empty_user_agent_is_bot``; nothing else runs;
 2. exact match in ``allow``: not a bot (exact only: an allowed ``Pingdom.com_bot_version_1.1``
    does not shield ``..._1.14`` from a pattern);

@@ -11,12 +11,16 @@ Rules this module keeps:
   are buffered up to `PIPELINE_BUFFER` bytes, and at most `PIPELINE_DEPTH` requests wait,
   beyond which reading pauses.
 - Framing is never copied: hop-by-hop headers are dropped both ways; Content-Length is
-  regenerated from the parsed value, chunked bodies are re-chunked.
+  regenerated from the parsed value, chunked bodies are re-chunked. Header names with `_` are
+  never forwarded by `input_headers: ["*"]`; trailers are dropped; values lose their OWS.
 - Flow control both ways: a backend that cannot take the body pauses reading from the client; a
   client that cannot take the response pauses reading from the backend. Nothing is buffered
   whole.
 - A refused request (4xx from the parser rules) gets its answer after those before it, then the
   connection closes. Timeouts use one deadline per connection, swept by the worker's clock.
+- Nothing parsed changes once a head is complete (trailers are dropped); one User-Agent, a
+  valid Host. A half-close inside a body refuses that request and resets its backend
+  connection; at `max_connections` the worker may `evict` a connection with nothing in flight.
 """
 
 import asyncio
@@ -25,8 +29,8 @@ from typing import Any, Optional
 import httptools
 
 from fastproxy.config.compile import QUERY_ALL
-from fastproxy.http.request import (HTTPError, check_authority, check_transfer_encoding, filter_query,
-                                    parse_content_length, split_target)
+from fastproxy.http.request import (REQUEST_DROP, HTTPError, check_authority, check_host,
+                                    check_transfer_encoding, filter_query, parse_content_length, split_target)
 from fastproxy.http.response import ERROR_BODIES, simple_response
 from fastproxy.limits.headers import retry_after_value, rl_pairs
 from fastproxy.policies import Rejection
@@ -38,11 +42,6 @@ from fastproxy.upstream.connection import ConnectError, set_nodelay
 PIPELINE_BUFFER = 64 * 1024
 PIPELINE_DEPTH = 64  # queued requests per connection beyond which reading pauses
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
-# Request headers never forwarded as received (framing and hop-by-hop, RFC 9110 §7.6.1), plus
-# those fastproxy regenerates.
-REQUEST_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
-                          b"upgrade", b"trailer", b"host", b"content-length", b"expect", b"x-forwarded-for",
-                          b"x-forwarded-host", b"x-forwarded-proto", b"proxy-authorization"))
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER = 2.0  # seconds a closing connection keeps reading (and dropping) what the client sends
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"user-agent", b"connection"))
@@ -52,7 +51,7 @@ _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive"))
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("w", "transport", "parser", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind", "closing",
                  "paused", "head_fed", "url_len", "head_size", "buffered", "writing_paused",
-                 "broken", "requests", "held", "dispatching")
+                 "broken", "requests", "held", "dispatching", "trailing", "host_ok", "eof")
 
     def __init__(self, worker: Any) -> None:
         self.w = worker
@@ -77,6 +76,9 @@ class ClientConnection(asyncio.Protocol):
         # so a request refused within that read sends nothing upstream (its head included).
         self.held: Optional[list] = None
         self.dispatching = False  # finish() is running the queue: nested finishes leave it to it
+        self.trailing = False  # the head is complete: what on_header reports now is a trailer
+        self.host_ok: Optional[bytes] = None  # the last Host value check_host accepted
+        self.eof = False  # the client half-closed
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -195,7 +197,14 @@ class ClientConnection(asyncio.Protocol):
                 up.transport.writelines(parts)
 
     def eof_received(self) -> Optional[bool]:
-        # Half-close from the client: finish what was fully received, then close.
+        # Half-close from the client: finish what was fully received, then close (without the
+        # lingering wait: nothing more can come).
+        self.eof = True
+        x = self.cur
+        if x is not None and x.method is not None and not self.closing and x in self.queue:
+            # inside a request body that can now never complete: its backend connection is
+            # aborted (the backend never sees a whole request) and the client gets 400, in turn
+            self.refuse(HTTPError(400, "client closed its side inside the request body"))
         if not self.queue:
             return False
         self.broken = True
@@ -238,6 +247,7 @@ class ClientConnection(asyncio.Protocol):
         self.url_len = 0
         self.head_size = 0
         self.head_fed = -1  # began in the read being parsed (its deadline is set in `feed`)
+        self.trailing = False
 
     def on_url(self, url: bytes) -> None:
         x = self.cur
@@ -256,7 +266,16 @@ class ClientConnection(asyncio.Protocol):
             raise HTTPError(431, "request header too large")
         if len(headers) >= limit.max_headers:
             raise HTTPError(431, "too many request headers")
+        if self.trailing:
+            # A trailer field of a chunked body (llhttp reports them through on_header after
+            # the body): dropped, never merged into the header section (RFC 9110 §6.5.1). It
+            # has counted toward the head size above.
+            return
         lname = name.lower()
+        # llhttp drops the OWS before a value, not the OWS after it (RFC 9110 §5.5: neither is
+        # part of the value). Trimmed once here, so `abc ` keys, is judged and is forwarded as
+        # `abc`. (rstrip returns the same object when there is nothing to trim.)
+        value = value.rstrip(b" \t")
         if lname in _FRAMING:  # the few names with rules; most headers skip the chain below
             if lname == b"host":
                 x.host_count += 1
@@ -277,11 +296,14 @@ class ClientConnection(asyncio.Protocol):
                     raise HTTPError(417, "unsupported Expect")
             elif lname == b"connection":  # its options name more hop-by-hop headers (attach)
                 x.conn_opts = value if x.conn_opts is None else x.conn_opts + b"," + value
-            elif x.ua is None:  # user-agent: the first one is judged, as KrakenD's detector does
+            else:  # user-agent: the bot detector judges one value, so a second one is refused
+                if x.ua is not None:  # (both would reach the backend, only one judged)
+                    raise HTTPError(400, "duplicate User-Agent")
                 x.ua = value
         headers.append((lname, name, value))
 
     def on_headers_complete(self) -> None:
+        self.trailing = True
         x = self.cur
         parser = self.parser
         x.method = parser.get_method()
@@ -309,6 +331,10 @@ class ClientConnection(asyncio.Protocol):
             x.path, x.query = split_target(url)
             if url[0] != 0x2F:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
                 x.host = check_authority(url, x.host)
+        host = x.host
+        if host is not None and host != self.host_ok:  # it becomes X-Forwarded-Host
+            check_host(host)
+            self.host_ok = host  # the next request of this connection names it again, mostly
         if not (x.chunked or x.cl > 0):
             x.body_done = True
         self.requests += 1
@@ -537,7 +563,9 @@ class ClientConnection(asyncio.Protocol):
             if opts is not None and opts not in _PLAIN_CONNECTION:  # names more headers to drop
                 drop = drop | {v.strip().lower() for v in opts.split(b",")}
             for lname, name, value in x.headers:
-                if lname not in drop:
+                # `_` in a name: never with "*" (CGI/WSGI backends read Content_Length as
+                # Content-Length; nginx's underscores_in_headers off)
+                if lname not in drop and lname.find(b"_") < 0:  # (`in` would cost ~1,700 Ir)
                     parts += (name, b": ", value, b"\r\n")
         else:
             names = route.header_names
@@ -694,6 +722,9 @@ class ClientConnection(asyncio.Protocol):
         t = self.transport
         if t.is_closing():
             return
+        if self.eof:  # the client has sent all it will: nothing to drain, close after the answer
+            t.close()
+            return
         try:
             t.write_eof()
         except (OSError, RuntimeError, NotImplementedError):
@@ -736,6 +767,13 @@ class ClientConnection(asyncio.Protocol):
         q.append(x)
         if len(q) == 1:
             self.dispatch(x)
+
+    def evict(self) -> None:
+        """Closed by the worker at `max_connections` to admit a new connection: this one has no
+        request in flight (its head is incomplete, or it is idle between requests)."""
+        self.closing = True
+        self.cur = None
+        self.transport.close()
 
     def expire(self, now: float) -> None:
         kind = self.dl_kind

@@ -1,15 +1,21 @@
 """One worker: one process, one uvloop, its own listening socket (SO_REUSEPORT), its own state.
 
-Owns: accepting (with the connection cap: beyond `max_connections` the listener is paused, not
-accept-and-close), the clock tick that sweeps connection deadlines and refreshes the Date
-header, backend pools, reload (SIGHUP: a bad file keeps the old snapshot) and drain
-(SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight ones finish with
-`Connection: close`, exit when done or at the drain deadline).
+Owns: accepting, with the connection cap: at `max_connections` a new connection is admitted by
+closing the oldest connection that has no request in flight (one still in its head phase, a
+slowloris, or an idle keep-alive one), so slow heads cannot starve new clients; only when every
+connection has a request in flight is the listener paused (never accept-and-close). The cap is
+also bounded by the open-files limit, raised to its hard limit at worker start. Also: the clock
+tick that sweeps connection deadlines and refreshes the Date header, backend pools, reload
+(SIGHUP: a bad file keeps the old snapshot) and drain (SIGTERM/SIGINT: stop accepting, close
+idle connections, let in-flight ones finish with `Connection: close`, exit when done or at the
+drain deadline).
 """
 
 import asyncio
 import logging
 import os
+import resource
+import select
 import signal
 import socket
 import time
@@ -28,6 +34,28 @@ from fastproxy.upstream.connection import Pool
 from fastproxy.upstream.dns import DNSCache
 
 log = logging.getLogger("fastproxy")
+
+FD_RESERVE = 64  # descriptors kept for the listener, admin, DNS, Redis, logs
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # an unlimited hard limit may be refused as the soft one
+            pass
+    return soft
+
+
+def connection_cap(configured: int, open_files: int) -> int:
+    """`max_connections` within what the open-files limit allows: each client connection may hold
+    a backend connection, so two descriptors each, plus FD_RESERVE."""
+    if open_files == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, (open_files - FD_RESERVE) // 2))
 
 
 def make_listener(ip: str, port: int, reuse_port: bool = True) -> socket.socket:
@@ -51,7 +79,9 @@ class Worker:
         self.config_path = config_path
         self.index = index
         self.date = DateCache()
-        self.conns: set = set()
+        self.conns: dict = {}  # ClientConnection -> None, in the order they were opened
+        self.fd_limit = resource.RLIM_INFINITY  # open-files limit (run_worker sets it)
+        self.warned_cap = 0
         self.pools: dict = {}
         self.dns = DNSCache(loop)
         self.metrics = metrics_mod.Metrics()
@@ -101,12 +131,26 @@ class Worker:
             self.accepting = False
             self.loop.remove_reader(self.listener.fileno())
 
+    def cap(self) -> int:
+        configured = self.snap.protocol.max_connections
+        cap = connection_cap(configured, self.fd_limit)
+        if cap < configured and self.warned_cap != configured:
+            self.warned_cap = configured
+            log.warning("max_connections %d needs %d open files, the limit is %d: capped at %d", configured,
+                        2 * configured + FD_RESERVE, self.fd_limit, cap)
+        return cap
+
     def _accept(self) -> None:
-        cap = self.snap.protocol.max_connections
-        for _ in range(64):
+        cap = self.cap()
+        for i in range(64):
             if len(self.conns) + self.adopting >= cap:
-                self._stop_accepting()
-                return
+                # At the cap, room is made only for a client that is waiting: the listener was
+                # readable when this callback ran; after the first accept, ask it again.
+                if i and not select.select((self.listener,), (), (), 0)[0]:
+                    return
+                if not self._evict():
+                    self._stop_accepting()  # every connection is busy: the tick retries
+                    return
             try:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -119,6 +163,18 @@ class Worker:
             self.adopting += 1
             self.loop.create_task(self._adopt(sock))
 
+    def _evict(self) -> bool:
+        """Make room for a new connection: close the oldest one without a request in flight
+        (in its head phase or idle). False when every connection has a request in flight."""
+        for conn in self.conns:
+            if not conn.queue and not conn.closing:
+                del self.conns[conn]  # no longer counted, whenever its close completes
+                self.metrics.connections_open = len(self.conns)
+                self.metrics.evicted += 1
+                conn.evict()
+                return True
+        return False
+
     async def _adopt(self, sock: socket.socket) -> None:
         try:
             await self.loop.connect_accepted_socket(lambda: ClientConnection(self), sock)
@@ -126,18 +182,18 @@ class Worker:
             sock.close()
         finally:
             self.adopting -= 1
-        if not self.accepting and len(self.conns) + self.adopting < self.snap.protocol.max_connections:
+        if not self.accepting and len(self.conns) + self.adopting < self.cap():
             self._start_accepting()
 
     def connection_opened(self, conn: ClientConnection) -> None:
-        self.conns.add(conn)
+        self.conns[conn] = None
         self.metrics.connections_open = len(self.conns)
         self.metrics.connections_total += 1
 
     def connection_closed(self, conn: ClientConnection) -> None:
-        self.conns.discard(conn)
+        self.conns.pop(conn, None)
         self.metrics.connections_open = len(self.conns)
-        if not self.accepting and len(self.conns) + self.adopting < self.snap.protocol.max_connections:
+        if not self.accepting and len(self.conns) + self.adopting < self.cap():
             self._start_accepting()
         if self.draining and not self.conns and not self.done.done():
             self.done.set_result(None)
@@ -168,6 +224,9 @@ class Worker:
         for pool in self.pools.values():
             if pool.idle:
                 pool.expire(now)
+        if not self.accepting and self.listener is not None and not self.draining:
+            # paused at the cap: a connection may have become idle (closable) since
+            self._start_accepting()
         if self.publish_metrics and int(wall) != int(self._last_publish):
             self._last_publish = wall
             admin.publish(self)
@@ -257,17 +316,21 @@ def run_worker(snap: Snapshot, config_path: Optional[str], sock: Optional[socket
     import uvloop
 
     malloc.tune()
+    open_files = raise_open_files_limit()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_serve(loop, snap, config_path, sock, ready, index))
+        return loop.run_until_complete(_serve(loop, snap, config_path, sock, ready, index, open_files))
     finally:
         loop.close()
 
 
 async def _serve(loop: asyncio.AbstractEventLoop, snap: Snapshot, config_path: Optional[str],
-                 sock: Optional[socket.socket], ready: Optional[Callable], index: int) -> int:
+                 sock: Optional[socket.socket], ready: Optional[Callable], index: int,
+                 open_files: int = resource.RLIM_INFINITY) -> int:
     w = Worker(snap, loop, config_path, index)
+    w.fd_limit = open_files
+    w.cap()  # warns now if the open-files limit caps max_connections
     if sock is None:
         sock = make_listener(snap.listen_ip, snap.port)
     w.listen(sock)

@@ -1,7 +1,7 @@
 """The backend-facing protocol and the keep-alive pool.
 
 Owns: parsing backend responses with httptools, removing hop-by-hop response headers, deciding
-framing for the client, and the one rule of reuse: a connection goes back to the pool only when
+framing for the client (a Transfer-Encoding other than one final `chunked` is malformed: 502), and the one rule of reuse: a connection goes back to the pool only when
 its response was completely and correctly framed, the request was completely sent, the backend
 did not ask to close, and nothing unexpected arrived. Anything else closes it.
 
@@ -14,6 +14,7 @@ import asyncio
 import collections
 import socket
 import ssl as _ssl
+import struct
 from typing import Any, Optional
 
 import httptools
@@ -29,6 +30,7 @@ _NOT_LISTED = HOP_BY_HOP | {b"close"}
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
 
 IDLE, BUSY, CLOSED = 0, 1, 2
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 def set_nodelay(transport: Any) -> None:
@@ -142,7 +144,7 @@ class UpstreamConnection(asyncio.Protocol):
                 raise ValueError("upgrade not supported")
             self.headers = []
             return  # 100/102/103: interim, never relayed (we answer 100-continue ourselves)
-        chunked = False
+        te: Optional[bytes] = None
         length = -1
         conn_tokens: Optional[set] = None
         kept = []  # header lines for the client, ready to join
@@ -154,12 +156,20 @@ class UpstreamConnection(asyncio.Protocol):
                 if lname == b"content-length":
                     length = int(value)
                 elif lname == b"transfer-encoding":
-                    chunked = True
+                    te = value if te is None else te + b"," + value
                 elif lname == b"connection" and value not in _PLAIN_CONNECTION:
                     tokens = {t.strip().lower() for t in value.split(b",")}
                     conn_tokens = tokens if conn_tokens is None else conn_tokens | tokens
                 continue
             kept.append(name + b": " + value + b"\r\n")
+        chunked = te is not None
+        if chunked and te != b"chunked" and te != b"Chunked":
+            # RFC 9112 §6.1, §7: chunked exactly once, as the final coding. `chunked, chunked`
+            # or a final coding other than chunked (a close-delimited body under a TE header)
+            # is malformed: 502, as HAProxy answers, and the connection is closed.
+            codings = [t.strip(b" \t").lower() for t in te.split(b",")]
+            if codings.count(b"chunked") != 1 or codings[-1] != b"chunked":
+                raise ValueError(f"invalid Transfer-Encoding {te[:40]!r} from the backend")
         if conn_tokens:
             conn_tokens -= _NOT_LISTED
         if conn_tokens:  # headers the backend named in Connection are hop-by-hop too
@@ -234,11 +244,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
 
     def abort(self) -> None:
+        """Drop the connection with a reset, not a FIN: a request cut short (a body over the
+        limit, a client gone) must read as an error to the backend, never as a clean end of
+        its input."""
         self.reusable = False
         self.state = CLOSED
         self.x = None
-        if self.transport is not None:
-            self.transport.abort()
+        t = self.transport
+        if t is not None:
+            sock = t.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
+            t.abort()
         self.pool.forget(self)
 
 

@@ -26,6 +26,7 @@ def env(tmp_path_factory):
     u = RecordingUpstream()
     endpoints = [ep(path, "/echo", method=m, input_headers=["*"], input_query_strings=["*"])
                  for path in ("/echo", "/echo/{x}") for m in ("GET", "POST")]
+    endpoints += [ep("/users/{id}", "/echo/user/{id}"), ep("/files/*", "/echo/static")]
     cfg = config(u, endpoints, listen_ip="127.0.0.1",
                  extra_config={"fastproxy": {"read_header_timeout": f"{int(HEADER_TIMEOUT * 1000)}ms",
                                              "idle_timeout": "2s", "max_body_size": MAX_BODY}})
@@ -90,6 +91,17 @@ CASES = [
     ("host-missing", get(TAG, host=False), [400], 0),
     ("host-duplicate", get(b"Host: b", TAG), [400], 0),
     ("host-duplicate-http10", get(b"Host: a", b"Host: b", TAG, version=b"1.0", host=False), [400], 0),
+    ("host-with-space", get(b"Host: a b", TAG, host=False), [400], 0),
+    ("host-list", get(b"Host: h, evil", TAG, host=False), [400], 0),
+    ("host-markup", get(b"Host: <script>alert(1)</script>", TAG, host=False), [400], 0),
+    ("host-unclosed-ipv6", get(b"Host: [::1", TAG, host=False), [400], 0),
+    ("host-two-colons", get(b"Host: a:b:c", TAG, host=False), [400], 0),
+    ("host-port-not-digits", get(b"Host: a:http", TAG, host=False), [400], 0),
+    ("host-with-slash", get(b"Host: a/evil", TAG, host=False), [400], 0),
+    ("host-too-long", get(b"Host: " + b"h" * 4000, TAG, host=False), [400], 0),
+    ("host-invalid-http10", get(b"Host: a b", TAG, version=b"1.0", host=False), [400], 0),
+    ("absolute-form-invalid-authority-http10", get(TAG, target=b"http://a,b/echo/x", version=b"1.0", host=False),
+     [400], 0),
     # -- chunked body syntax (RFC 9112 §7.1) --
     ("chunk-size-0x-prefix", post(CHUNKED, body=b"0x5\r\nhello\r\n" + ZERO), [400], 0),
     ("chunk-size-negative", post(CHUNKED, body=b"-5\r\nhello\r\n" + ZERO), [400], 0),
@@ -112,6 +124,8 @@ CASES = [
     ("empty-header-name", get(TAG, b": a"), [400], 0),
     ("header-without-colon", get(TAG, b"X-V"), [400], 0),
     ("expect-unknown", get(TAG, b"Expect: 200-ok"), [417], 0),
+    ("user-agent-twice", get(TAG, b"User-Agent: Good/1", b"User-Agent: BadBot/1.0"), [400], 0),
+    ("user-agent-twice-same", get(TAG, b"User-Agent: a", b"User-Agent: a"), [400], 0),
     # -- size limits (414, 431, 413) --
     ("request-line-too-long", get(TAG, target=b"/echo/" + M + b"?" + b"a" * 9000), [414], 0),
     ("one-header-too-long", get(TAG, b"X-Big: " + b"b" * 9000), [431], 0),
@@ -142,6 +156,14 @@ CASES = [
     ("encoded-dot-segments", get(TAG, target=b"/echo/%2e%2e/admin"), [400], 0),
     ("encoded-dot-segment-mixed-case", get(TAG, target=b"/echo/%2E./admin"), [400], 0),
     ("single-dot-segment", get(TAG, target=b"/echo/./x"), [400], 0),
+    # encoded separators: nginx decodes %2f/%5c and resolves `/users/..%2f..%2fadmin` to `/admin`
+    ("param-encoded-slash-traversal", get(TAG, target=b"/users/..%2f..%2fadmin"), [400], 0),
+    ("param-all-encoded-traversal", get(TAG, target=b"/users/%2e%2e%2f%2e%2e%2fadmin"), [400], 0),
+    ("param-mixed-encoded-traversal", get(TAG, target=b"/users/.%2e%2f.%2e%2fadmin"), [400], 0),
+    ("param-upper-case-encoded-traversal", get(TAG, target=b"/users/..%2F..%2Fadmin"), [400], 0),
+    ("wildcard-encoded-slash-traversal", get(TAG, target=b"/files/..%2f..%2fadmin"), [400], 0),
+    ("encoded-backslash-traversal", get(TAG, target=b"/users/..%5c..%5cadmin"), [400], 0),
+    ("raw-backslash-traversal", get(TAG, target=b"/users/..\\..\\admin"), [400], 0),
     # -- slow / incomplete --
     ("head-never-completed", b"GET /echo/" + M + b" HTTP/1.1\r\nHost: a\r\nX-Slow: 1\r\n", [408], 0),
     # -- after valid requests on the same connection --
@@ -154,6 +176,7 @@ CASES = [
     ("valid-then-duplicate-cl", OK_POST + post(b"Content-Length: 1", b"Content-Length: 2", body=b"ab"),
      [200, 400], 1),
     ("valid-then-fragment", OK_GET + get(TAG, target=b"/echo/#" + M), [200, 400], 1),
+    ("valid-then-invalid-host", OK_GET + get(b"Host: a, evil", TAG, host=False), [200, 400], 1),
     ("valid-then-oversize-head", OK_GET + get(TAG, b"X-Big: " + b"b" * 9000), [200, 431], 1),
 ]
 
@@ -253,6 +276,14 @@ def test_slowloris_head_gets_408_within_the_header_deadline_despite_activity(env
         assert refused is not None and refused < HEADER_TIMEOUT + 0.5
         assert c.closed()
     assert b"hostile-slowloris" not in _new_bytes(u, seen_before)
+
+
+def test_harmless_encoded_slash_is_forwarded_as_received(env):
+    proxy, u = env
+    with Client(proxy.port, timeout=3) as c:
+        r = c.request("GET", "/files/a%2fb")
+        assert r.status == 200
+    assert u.requests[-1]["url"] == "/echo/static/a%2fb"
 
 
 def test_no_hostile_marker_ever_reached_the_backend(env):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.netutil import BrokenStream, Client, RecordingUpstream, build, rss_kib, upstream_bytes
+from tests.integration.netutil import BrokenStream, Client, RecordingUpstream, build, rss_kib, upstream_bytes, wait_for
 from tests.support import Proxy, config, ep, free_port, get
 
 MAX_BODY = 1024 * 1024
@@ -610,27 +610,27 @@ def test_body_over_max_body_size_is_413_by_chunked_stream(env):
 
 
 def test_max_connections_caps_served_connections(tmp_path, upstream):
-    p = Proxy(config(upstream, [ep("/x")], listen_ip="127.0.0.1",
+    # Four connections with a request in flight fill the cap: a fifth waits in the backlog (no
+    # connection can be closed to admit it), and is served once one of the four is idle again.
+    p = Proxy(config(upstream, [ep("/x"), ep("/slow/{ms}")], listen_ip="127.0.0.1",
                      extra_config={"fastproxy": {"max_connections": 4, "idle_timeout": "10s"}}), tmp_path)
     try:
-        clients = [Client(p.port, timeout=3) for _ in range(5)]  # a burst of five
+        busy = [Client(p.port, timeout=3) for _ in range(4)]
         try:
-            for c in clients:
-                c.send(build("GET", "/x"))
-            served = []
-            for c in clients:
-                c.sock.settimeout(0.5)
-                try:
-                    served.append(c.response().status == 200)
-                except (socket.timeout, TimeoutError):
-                    served.append(False)
-            assert served.count(True) == 4, served
-            waiting = clients[served.index(False)]
-            clients[served.index(True)].close()
-            waiting.sock.settimeout(3)
-            assert waiting.response().status == 200
+            for c in busy:
+                c.send(build("GET", "/slow/1000"))
+            wait_for(lambda: len(upstream.requests) >= 4 and all(
+                r["url"] == "/slow/1000" for r in upstream.requests[-4:]), timeout=3)
+            with Client(p.port, timeout=3) as waiting:
+                waiting.send(build("GET", "/x"))
+                waiting.sock.settimeout(0.4)
+                with pytest.raises((socket.timeout, TimeoutError)):
+                    waiting.response()
+                assert [c.response().status for c in busy] == [200] * 4
+                waiting.sock.settimeout(3)
+                assert waiting.response().status == 200
         finally:
-            for c in clients:
+            for c in busy:
                 c.close()
     finally:
         assert p.stop() == 0

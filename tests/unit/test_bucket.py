@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastproxy.limits.bucket import EPS, BucketTable, TokenBucket, default_capacity
+from fastproxy.limits.bucket import ENTRY_BYTES_MAX, EPS, BucketTable, TokenBucket, default_capacity
 
 
 def play(bucket: TokenBucket, steps) -> None:
@@ -440,7 +440,7 @@ def test_prop_dropping_full_buckets_is_lossless(rate, cap, max_keys, schedule):
     for gap, key, n in schedule:
         t += gap / rate
         for _ in range(n):
-            got, want = bounded.take(key, t), ref.take(key, t)
+            got, want = bounded.take(str(key), t), ref.take(str(key), t)
             if bounded.evicted:
                 return
             assert got == want
@@ -489,3 +489,32 @@ def test_flood_of_a_million_distinct_keys_keeps_table_and_memory_bounded():
     assert elapsed < 20, elapsed  # ~5 s on a laptop-class CPU
     # the most recent clients are still tracked, with their token spent
     assert table.remaining(b"999999", 1.0) == 4
+
+
+def test_long_keys_cost_a_bounded_number_of_bytes_per_client():
+    # 8 KB header values as client keys: each is stored as a 128-bit digest, so a table entry
+    # costs what a short key's does (ENTRY_BYTES_MAX), not the key's length.
+    n = 5_000
+    table = BucketTable(1.0, 5, max_keys=100_000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            assert table.take(b"%08d" % i + b"k" * 8192, i * 1e-6)
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(table) == n
+    assert used < n * ENTRY_BYTES_MAX, f"{used / n:.0f} bytes a client"
+    # a long key keeps its own bucket, found again by value, and str and bytes stay distinct
+    key = b"x" * 100
+    assert [table.take(key, 1.0) for _ in range(6)] == [True] * 5 + [False]
+    assert table.remaining(bytes(key), 1.0) == 0 and key in table and "x" * 100 not in table
+    assert table.take("x" * 100, 1.0)
+
+
+def test_long_keys_of_two_tables_have_different_digests():
+    # the digest is keyed per table: a client cannot precompute keys that collide in a table
+    a, b = BucketTable(1.0, 5), BucketTable(1.0, 5)
+    assert a._digest(b"k" * 100) != b._digest(b"k" * 100)

@@ -97,7 +97,7 @@ def test_protocol_limits_have_their_documented_defaults():
     p = compile_config(cfg(ep("/a"))).protocol
     assert (p.max_request_line, p.max_header_size, p.max_head_size, p.max_headers) == (8192, 8192, 32768, 100)
     assert p.max_body_size == 10 * 1024 * 1024
-    assert p.max_connections == 1024
+    assert p.max_connections == 10000
     assert (p.read_header_timeout, p.idle_timeout, p.connect_timeout) == (10.0, 15.0, 5.0)
     assert p.max_idle_per_host == 250
 
