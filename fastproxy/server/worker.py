@@ -27,6 +27,7 @@ from fastproxy import admin
 from fastproxy import metrics as metrics_mod
 from fastproxy.config.compile import Snapshot, load
 from fastproxy.config.load import ConfigError
+from fastproxy.config.schema import Settings
 from fastproxy.http.response import DateCache
 from fastproxy.server import malloc
 from fastproxy.server.connection import ClientConnection
@@ -36,6 +37,7 @@ from fastproxy.upstream.dns import DNSCache
 log = logging.getLogger("fastproxy")
 
 FD_RESERVE = 64  # descriptors kept for the listener, admin, DNS, Redis, logs
+DEFAULT_MAX_CONNECTIONS = Settings().max_connections
 
 
 def raise_open_files_limit() -> int:
@@ -136,8 +138,10 @@ class Worker:
         cap = connection_cap(configured, self.fd_limit)
         if cap < configured and self.warned_cap != configured:
             self.warned_cap = configured
-            log.warning("max_connections %d needs %d open files, the limit is %d: capped at %d", configured,
-                        2 * configured + FD_RESERVE, self.fd_limit, cap)
+            # the default adapts to the machine quietly; a value the operator chose is a warning
+            say = log.info if configured == DEFAULT_MAX_CONNECTIONS else log.warning
+            say("max_connections %d needs %d open files, the limit is %d: capped at %d", configured,
+                2 * configured + FD_RESERVE, self.fd_limit, cap)
         return cap
 
     def _accept(self) -> None:
