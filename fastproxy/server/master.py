@@ -1,6 +1,7 @@
 """Process model: one worker in-process, or a master that forks N workers sharing the port.
 
-With `workers > 1` the master forks, each child binds its own SO_REUSEPORT socket and runs its
+With `workers > 1` the master first checks that nothing else holds the port (see
+`server.listen`), then forks; each child binds its own SO_REUSEPORT socket and runs its
 own uvloop; the kernel spreads connections over them. The master prints the ready line once
 every worker listens, replaces a worker that dies, forwards SIGHUP after validating the file
 itself (a bad file never reaches the workers), and on SIGTERM/SIGINT drains the workers and exits
@@ -12,7 +13,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -21,7 +21,8 @@ from typing import Optional
 from fastproxy.admin import METRICS_DIR_ENV
 from fastproxy.config.compile import Snapshot, load
 from fastproxy.config.load import ConfigError
-from fastproxy.server.worker import make_listener, run_worker
+from fastproxy.server.listen import ListenError, make_listener, port_taken
+from fastproxy.server.worker import run_worker
 
 log = logging.getLogger("fastproxy")
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
@@ -34,8 +35,10 @@ def ready_line(ip: str, port: int, workers: int) -> str:
 
 
 def run(snap: Snapshot, config_path: Optional[str]) -> int:
+    """Serve until drained. `ListenError` when the port (or the admin port) cannot be had."""
     if snap.workers == 1:
-        sock = make_listener(snap.listen_ip, snap.port)
+        # no SO_REUSEPORT: the bind fails if anything holds the port, and nothing can join later
+        sock = make_listener(snap.listen_ip, snap.port, reuse_port=False)
         port = sock.getsockname()[1]
 
         def ready(_w: object) -> None:
@@ -59,15 +62,11 @@ class Master:
         if snap.port == 0:
             print("fastproxy: several workers need a fixed port (port 0 would give each its own)", file=sys.stderr)
             return 1
-        probe = socket.socket(socket.AF_INET6 if ":" in snap.listen_ip else socket.AF_INET)
-        try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            probe.bind((snap.listen_ip, snap.port))
-        except OSError as exc:
-            print(f"fastproxy: cannot listen on {snap.listen_ip}:{snap.port}: {exc.strerror}", file=sys.stderr)
-            return 1
-        finally:
-            probe.close()
+        taken = port_taken(snap.listen_ip, snap.port)
+        if taken is None and snap.admin_port:  # worker 0 opens it: say so before forking
+            taken = port_taken(snap.admin_ip, snap.admin_port, "the admin address ")
+        if taken is not None:
+            raise ListenError(taken)
         os.environ[METRICS_DIR_ENV] = self.metrics_dir
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         rfd, wfd = os.pipe()
