@@ -65,10 +65,11 @@ def main(argv: Optional[list] = None) -> int:
             print(f"fastproxy: -w expects at least 1 worker, found {args.workers}", file=sys.stderr)
             return 1
         snap.workers = args.workers
+    from fastproxy.server.listen import ListenError
     from fastproxy.server.master import run
 
     try:
         return run(snap, args.config)
-    except OSError as exc:
-        print(f"fastproxy: cannot listen on {snap.listen_ip}:{snap.port}: {exc.strerror or exc}", file=sys.stderr)
+    except ListenError as exc:  # the port or the admin port: the message names which
+        print(f"fastproxy: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,10 @@ sums the workers' snapshots.
 from bisect import bisect_left
 from typing import Any
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Upper bounds in seconds. A backend on loopback answers in about 100 µs, so the scale starts
+# at 0.1 ms; Prometheus' default buckets (from 5 ms) would put every such answer in the first one.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
 LATENCY_LABELS = tuple(str(b) for b in LATENCY_BUCKETS) + ("+Inf",)
 
 
@@ -36,7 +39,7 @@ class Metrics:
         r[key] = r.get(key, 0) + 1
 
     def upstream(self, route: str, seconds: float) -> None:
-        """Time from dispatch to the backend's response head."""
+        """Time from the request going to the backend connection to the backend's response head."""
         h = self.upstream_latency.get(route)
         if h is None:
             h = self.upstream_latency[route] = [0] * (len(LATENCY_BUCKETS) + 2)
@@ -80,7 +83,7 @@ class Metrics:
                 cum += n
                 rows.append((("route", "le"), (route, le), cum))
         out["fastproxy_upstream_latency_seconds_bucket"] = rows
-        out["fastproxy_upstream_latency_seconds_sum"] = [(("route",), (r,), round(h[-1], 6))
+        out["fastproxy_upstream_latency_seconds_sum"] = [(("route",), (r,), h[-1])
                                                          for r, h in self.upstream_latency.items()]
         out["fastproxy_upstream_latency_seconds_count"] = [(("route",), (r,), sum(h[:-1]))
                                                            for r, h in self.upstream_latency.items()]
@@ -109,6 +112,19 @@ def _esc(v: Any) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _series_order(item: tuple) -> tuple:
+    """Series sorted by their label values, except a histogram's `le`, which sorts by its number
+    (so buckets come out ascending with `+Inf` last, as the text format requires)."""
+    (labels, values), _ = item
+    key = []
+    for label, value in zip(labels, values):
+        if label == "le":
+            key.append((1, float(value)))  # float("+Inf") is infinity
+        else:
+            key.append((0, str(value)))
+    return tuple(key)
+
+
 def render(snapshots: list) -> bytes:
     """Sum several workers' snapshots and write Prometheus text format 0.0.4."""
     merged: dict = {}
@@ -133,7 +149,7 @@ def render(snapshots: list) -> bytes:
             kind, text = HELP.get(family, ("gauge", family))
             lines.append(f"# HELP {family} {text}")
             lines.append(f"# TYPE {family} {kind}")
-        for (labels, values), v in sorted(merged[name].items(), key=lambda kv: str(kv[0])):
+        for (labels, values), v in sorted(merged[name].items(), key=_series_order):
             if labels:
                 lab = ",".join(f'{k}="{_esc(val)}"' for k, val in zip(labels, values))
                 lines.append(f"{name}{{{lab}}} {v}")

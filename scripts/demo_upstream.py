@@ -9,7 +9,10 @@ anything else         the same echo
 
 import argparse
 import asyncio
+import errno
 import json
+import os
+import sys
 
 import httptools
 
@@ -58,7 +61,13 @@ class Echo(asyncio.Protocol):
 
 
 async def main(host: str, port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(Echo, host, port, reuse_address=True)
+    try:
+        server = await asyncio.get_running_loop().create_server(Echo, host, port, reuse_address=True)
+    except OSError as exc:
+        why = "the port is already in use by another process" if exc.errno == errno.EADDRINUSE else (
+            os.strerror(exc.errno) if exc.errno else str(exc))
+        print(f"demo backend: cannot listen on {host}:{port}: {why}", file=sys.stderr)
+        raise SystemExit(1)
     print(f"demo backend listening on http://{host}:{port}", flush=True)
     async with server:
         await server.serve_forever()

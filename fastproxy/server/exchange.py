@@ -9,6 +9,7 @@ breaker and hands the connection back to the pool or closes it. The request side
 phases, dispatch) is `server.connection`.
 """
 
+from time import perf_counter
 from typing import Any, Optional
 
 from fastproxy.http.request import HTTPError
@@ -81,7 +82,7 @@ class Exchange:
         self.phase = STREAMING
         self.status = status
         w = conn.w
-        w.metrics.upstream(self.route.name, w.clock() - self.started)
+        w.metrics.upstream(self.route.name, perf_counter() - up.sent_at)
         # a backend answering before the whole request body arrived: the rest of the body has
         # nowhere to go, so the connection closes after this answer
         close = not self.keep_alive or conn.w.draining or not self.body_done

@@ -1,4 +1,5 @@
-"""One worker: one process, one uvloop, its own listening socket (SO_REUSEPORT), its own state.
+"""One worker: one process, one uvloop, its own listening socket (SO_REUSEPORT when there are
+several workers), its own state.
 
 Owns: accepting, with the connection cap: at `max_connections` a new connection is admitted by
 closing the oldest connection that has no request in flight (one still in its head phase, a
@@ -31,6 +32,7 @@ from fastproxy.config.schema import Settings
 from fastproxy.http.response import DateCache
 from fastproxy.server import malloc
 from fastproxy.server.connection import ClientConnection
+from fastproxy.server.listen import ListenError, make_listener, reason, show_addr
 from fastproxy.upstream.connection import Pool
 from fastproxy.upstream.dns import DNSCache
 
@@ -58,18 +60,6 @@ def connection_cap(configured: int, open_files: int) -> int:
     if open_files == resource.RLIM_INFINITY:
         return configured
     return max(1, min(configured, (open_files - FD_RESERVE) // 2))
-
-
-def make_listener(ip: str, port: int, reuse_port: bool = True) -> socket.socket:
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((ip, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 class Worker:
@@ -316,7 +306,8 @@ class Worker:
 
 def run_worker(snap: Snapshot, config_path: Optional[str], sock: Optional[socket.socket] = None,
                ready: Optional[Callable[[Worker], None]] = None, index: int = 0) -> int:
-    """Run one worker until drained. Returns the process exit code."""
+    """Run one worker until drained. Returns the process exit code; `ListenError` when the main
+    or the admin listener cannot be opened."""
     import uvloop
 
     malloc.tune()
@@ -335,12 +326,25 @@ async def _serve(loop: asyncio.AbstractEventLoop, snap: Snapshot, config_path: O
     w = Worker(snap, loop, config_path, index)
     w.fd_limit = open_files
     w.cap()  # warns now if the open-files limit caps max_connections
+    # the admin listener first: a worker that cannot have it exits before its main socket joins
+    # the port's group, where connections the kernel gave it would be reset when it closes
+    if snap.admin_port and index == 0:
+        try:
+            w.admin_server = await admin.start(w)
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            raise ListenError(f"cannot listen on the admin address {show_addr(snap.admin_ip, snap.admin_port)}: "
+                              f"{reason(exc)}") from exc
     if sock is None:
-        sock = make_listener(snap.listen_ip, snap.port)
+        try:
+            sock = make_listener(snap.listen_ip, snap.port)
+        except ListenError:
+            if w.admin_server is not None:
+                w.admin_server.close()
+            raise
     w.listen(sock)
     w.install_signals()
-    if snap.admin_port and index == 0:
-        w.admin_server = await admin.start(w)
     if ready is not None:
         ready(w)
     await w.done

@@ -15,6 +15,7 @@ import collections
 import socket
 import ssl as _ssl
 import struct
+import time
 from typing import Any, Optional
 
 import httptools
@@ -47,7 +48,7 @@ def set_nodelay(transport: Any) -> None:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "x", "state", "released_at", "headers",
                  "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest", "reused",
-                 "feeding", "release_pending")
+                 "feeding", "release_pending", "sent_at")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -69,6 +70,9 @@ class UpstreamConnection(asyncio.Protocol):
         # close the connection, not reach the next exchange.
         self.feeding = False
         self.release_pending: Optional[float] = None
+        # when the current request went to this connection, on the high-resolution clock: the
+        # loop's clock (uvloop) counts whole milliseconds, ten times a loopback backend's answer
+        self.sent_at = 0.0
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -216,6 +220,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_request = is_head
         self.resp_started = False
         self.framed = False
+        self.sent_at = time.perf_counter()
         if head:  # (empty: the client connection writes it once the read is parsed)
             self.transport.write(head)
 

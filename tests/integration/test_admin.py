@@ -2,6 +2,7 @@
 
 import time
 
+from tests.integration.netutil import Client
 from tests.support import Proxy, config, ep, free_port, get
 
 
@@ -85,5 +86,31 @@ def test_metrics_count_backend_failures_and_open_breakers(upstream, tmp_path):
         assert _value(text, 'fastproxy_rejections_total{route="/dead",reason="circuit open"}') == 1
         assert _value(text, f'fastproxy_breaker_state{{breaker="GET /dead",host="{host}"}}') == 2
         assert _value(text, f'fastproxy_breaker_transitions_total{{breaker="GET /dead",host="{host}",state="open"}}') == 1
+    finally:
+        px.stop()
+
+
+def test_latency_histogram_is_ascending_and_measured_below_the_millisecond(upstream, tmp_path):
+    admin = free_port()
+    cfg = config(upstream, [ep("/ok", "/ok")], extra_config={"fastproxy": {"admin": {"port": admin}}})
+    px = Proxy(cfg, tmp_path)
+    try:
+        with Client(px.port) as c:
+            for _ in range(20):
+                assert c.request("GET", "/ok").status == 200
+        text = _metrics(admin)
+        prefix = 'fastproxy_upstream_latency_seconds_bucket{route="/ok",le="'
+        rows = [line for line in text.splitlines() if line.startswith(prefix)]
+        labels = [line[len(prefix):].split('"')[0] for line in rows]
+        assert labels[-1] == "+Inf", labels
+        bounds = [float(le) for le in labels[:-1]]
+        assert bounds == sorted(bounds), labels
+        assert bounds[:3] == [0.0001, 0.00025, 0.0005]
+        counts = [float(line.rsplit(" ", 1)[1]) for line in rows]
+        assert counts == sorted(counts) and counts[-1] == 20
+        total = _value(text, 'fastproxy_upstream_latency_seconds_sum{route="/ok"}')
+        # timed on a whole-millisecond clock, 20 samples would sum to a multiple of 0.001
+        assert 0 < total < 20 * 2.0
+        assert abs(total * 1000 - round(total * 1000)) > 1e-6, total
     finally:
         px.stop()

@@ -177,7 +177,8 @@ def test_run_on_a_busy_port_exits_1_saying_the_address_is_in_use(tmp_path, worke
         r = fastproxy("run", "-c", path, "-p", str(port), "-w", str(workers))
     assert r.returncode == 1
     assert "ready" not in r.stdout
-    assert f"fastproxy: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert r.stderr.strip() == (f"fastproxy: cannot listen on 127.0.0.1:{port}: "
+                                "the port is already in use by another process")
 
 
 @pytest.mark.parametrize("args,message", [
