@@ -67,7 +67,7 @@ async def start(w: Any) -> Any:
             writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
                          + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, IndexError):
+        except (TimeoutError, ConnectionError, IndexError):
             pass
         finally:
             writer.close()

@@ -42,7 +42,8 @@ Rules:
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 __all__ = ["CircuitBreaker", "CLOSED", "OPEN", "HALF_OPEN", "DEFAULT_TIMEOUT"]
 

@@ -9,7 +9,8 @@ from fastproxy import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastproxy", description="HTTP/1.1 edge proxy and API gateway for KrakenD configurations")
+    p = argparse.ArgumentParser(prog="fastproxy",
+                                description="HTTP/1.1 edge proxy and API gateway for KrakenD configurations")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="validate the configuration and serve")
     run.add_argument("-c", "--config", required=True, help="configuration file (.json, .yaml, .toml)")

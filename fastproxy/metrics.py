@@ -79,7 +79,7 @@ class Metrics:
         rows = []
         for route, h in self.upstream_latency.items():
             cum = 0
-            for le, n in zip(LATENCY_LABELS, h[:-1]):
+            for le, n in zip(LATENCY_LABELS, h[:-1], strict=True):
                 cum += n
                 rows.append((("route", "le"), (route, le), cum))
         out["fastproxy_upstream_latency_seconds_bucket"] = rows
@@ -117,7 +117,7 @@ def _series_order(item: tuple) -> tuple:
     (so buckets come out ascending with `+Inf` last, as the text format requires)."""
     (labels, values), _ = item
     key = []
-    for label, value in zip(labels, values):
+    for label, value in zip(labels, values, strict=True):
         if label == "le":
             key.append((1, float(value)))  # float("+Inf") is infinity
         else:
@@ -151,7 +151,7 @@ def render(snapshots: list) -> bytes:
             lines.append(f"# TYPE {family} {kind}")
         for (labels, values), v in sorted(merged[name].items(), key=_series_order):
             if labels:
-                lab = ",".join(f'{k}="{_esc(val)}"' for k, val in zip(labels, values))
+                lab = ",".join(f'{k}="{_esc(val)}"' for k, val in zip(labels, values, strict=True))
                 lines.append(f"{name}{{{lab}}} {v}")
             else:
                 lines.append(f"{name} {v}")

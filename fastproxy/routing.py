@@ -41,7 +41,8 @@ def parse_pattern(pattern: str) -> tuple[list[tuple[bool, str]], bool]:
             name = seg[1:-1]
             if not name.isidentifier():
                 raise PatternError(
-                    f"expected a parameter name of letters, digits and '_' (not starting with a digit), found {{{name}}}")
+                    "expected a parameter name of letters, digits and '_' (not starting with a digit), "
+                    f"found {{{name}}}")
             if name in names:
                 raise PatternError(f"expected distinct parameter names, found {{{name}}} twice in {pattern!r}")
             names.add(name)

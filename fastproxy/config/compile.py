@@ -215,11 +215,13 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
     _template_error(found, problems)
 
     extra = root.extra_config
-    settings = problems.convert(extra.get("fastproxy", {}), schema.Settings, '$.extra_config["fastproxy"]', partial=True)
+    settings = problems.convert(extra.get("fastproxy", {}), schema.Settings, '$.extra_config["fastproxy"]',
+                                partial=True)
     settings = settings or schema.Settings()
     problems.fields(extra.get("router", {}), schema.RouterOptions, '$.extra_config["router"]',
                     known_ignored=schema.IGNORED_ROUTER_FIELDS)
-    router_opts = problems.convert(extra.get("router", {}), schema.RouterOptions, '$.extra_config["router"]', partial=True)
+    router_opts = problems.convert(extra.get("router", {}), schema.RouterOptions, '$.extra_config["router"]',
+                                   partial=True)
     router_opts = router_opts or schema.RouterOptions()
     sp = '$.extra_config["fastproxy"]'
     own_settings = extra.get("fastproxy") if isinstance(extra.get("fastproxy"), dict) else {}
@@ -253,7 +255,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
                            root.idle_timeout, "$.idle_timeout", 15.0),
         connect_timeout=_pick(problems, settings.connect_timeout, f"{sp}.connect_timeout",
                               root.dialer_timeout, "$.dialer_timeout", 5.0),
-        upstream_idle_timeout=problems.duration(settings.upstream_idle_timeout, f"{sp}.upstream_idle_timeout", 30.0, True),
+        upstream_idle_timeout=problems.duration(settings.upstream_idle_timeout, f"{sp}.upstream_idle_timeout", 30.0,
+                                                True),
         max_idle_per_host=settings.max_idle_per_host if settings.max_idle_per_host is not None
         else root.max_idle_connections_per_host,
         drain_timeout=problems.duration(settings.drain_timeout, f"{sp}.drain_timeout", 30.0, True),
@@ -301,14 +304,16 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
             if not isinstance(encoding, str):
                 msg = f"output_encoding {encoding!r}: expected a string"
             elif encoding in OUTPUT_ENCODINGS:
-                msg = ENCODING_NOTE.format(encoding=encoding, default=" (KrakenD's default)" if encoding == "json" else "")
+                default = " (KrakenD's default)" if encoding == "json" else ""
+                msg = ENCODING_NOTE.format(encoding=encoding, default=default)
             else:  # KrakenD falls back to json for a name it does not know
                 msg = (f"unknown output_encoding {encoding!r}{did_you_mean(encoding, OUTPUT_ENCODINGS)}: KrakenD "
                        "would encode as 'json'; fastproxy streams the response as 'no-op'")
             problems.note(f"output_encoding {encoding}", where, msg, label)
         if len(ep.backend) != 1:
             problems.error(f"{ep_path}.backend",
-                           f"expected exactly one backend (fastproxy streams like KrakenD's no-op), found {len(ep.backend)}")
+                           "expected exactly one backend (fastproxy streams like KrakenD's no-op), "
+                           f"found {len(ep.backend)}")
             continue
         be_path = f"{ep_path}.backend[0]"
         be = problems.convert(ep.backend[0], schema.Backend, be_path, partial=True)

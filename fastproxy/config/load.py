@@ -69,7 +69,8 @@ def _load_json(path: str, data: bytes) -> object:
             raise ConfigError([f"{path}: line {line}, column {col}: invalid JSON: {reason}"]) from None
         if "truncated" in msg:  # msgspec gives no offset here: the document ends too early
             line, col = _line_col(data, len(data))
-            raise ConfigError([f"{path}: line {line}, column {col}: invalid JSON: unexpected end of the file"]) from None
+            raise ConfigError([f"{path}: line {line}, column {col}: invalid JSON: unexpected end of the file"]) \
+                from None
         raise ConfigError([f"{path}: invalid JSON: {msg}"]) from None
 
 

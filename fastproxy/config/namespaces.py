@@ -15,7 +15,8 @@ Pure data and functions on names; the compile step (`compile.py`, `policies/regi
 """
 
 import difflib
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:  # the collector imports this module: only its type is needed here
     from fastproxy.config.problems import Problems
@@ -94,7 +95,8 @@ BACKEND_KINDS: dict[str, str] = {
     "backend/pubsub/publisher": "a Pub/Sub publisher", "backend/pubsub/subscriber": "a Pub/Sub subscriber",
     "backend/lambda": "an AWS Lambda function", "backend/grpc": "a gRPC service",
     "backend/graphql": "a GraphQL query built from the request", "backend/soap": "a SOAP request built from a template",
-    "backend/static-filesystem": "files on the gateway's disk", "backend/conditional": "a backend chosen by a condition",
+    "backend/static-filesystem": "files on the gateway's disk",
+    "backend/conditional": "a backend chosen by a condition",
     "github.com/devopsfaith/krakend-lambda": "an AWS Lambda function",
     "github.com/devopsfaith/krakend-amqp/consume": "an AMQP consumer",
     "github.com/devopsfaith/krakend-amqp/produce": "an AMQP producer",
@@ -339,7 +341,8 @@ def forged_identity(raw_root: dict[str, Any], accepted: set[str]) -> list[tuple[
     root_extra = root_extra if isinstance(root_extra, dict) else {}
     role_header = None
     for key, block in root_extra.items():
-        if canonical(key) == "auth/api-keys" and isinstance(block, dict) and isinstance(block.get("propagate_role"), str):
+        role = block.get("propagate_role") if isinstance(block, dict) else None
+        if canonical(key) == "auth/api-keys" and isinstance(role, str):
             role_header = (f'$.extra_config["{key}"].propagate_role', block["propagate_role"])
     for i, ep in enumerate(raw_root.get("endpoints") or []):
         extra = ep.get("extra_config") if isinstance(ep, dict) else None

@@ -7,7 +7,8 @@ an error so that `fastproxy check` lists every problem of a file at once.
 """
 
 import re
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import msgspec
 
@@ -47,7 +48,8 @@ class Problems:
         self.notes = {}
 
 
-    def fields(self, raw: Any, typ: type[msgspec.Struct], path: str, known_ignored: frozenset[str] = frozenset()) -> None:
+    def fields(self, raw: Any, typ: type[msgspec.Struct], path: str,
+               known_ignored: frozenset[str] = frozenset()) -> None:
         """Report the keys of a control block (a limit, filter or breaker) that `typ` does not
         read. A key close to a field name ("did you mean") is an error: the field it means is
         silently at its default otherwise. Comments (`@...`) pass."""
@@ -186,7 +188,8 @@ def _explain(msg: str, typ: Any, path: str, rest: str) -> tuple[str, str]:
         if struct is None:
             return f"{where}.{name}", "unknown field"
         hint = did_you_mean(name, struct.__struct_fields__)
-        return f"{where}.{name}", f"unknown setting{hint}: expected one of {', '.join(sorted(struct.__struct_fields__))}"
+        known = ", ".join(sorted(struct.__struct_fields__))
+        return f"{where}.{name}", f"unknown setting{hint}: expected one of {known}"
     return where, msg[:1].lower() + msg[1:]
 
 

@@ -90,7 +90,8 @@ class Limit:
 
     def start(self, now: float, workers: int, metrics: Any = None) -> None:
         if self.bucket is None:
-            self.bucket = TokenBucket(self.max_rate / self.every / workers, max(1, math.ceil(self.capacity / workers)), now)
+            share = max(1, math.ceil(self.capacity / workers))
+            self.bucket = TokenBucket(self.max_rate / self.every / workers, share, now)
 
     def adopt(self, old: "Limit") -> None:
         if old.fingerprint == self.fingerprint and old.bucket is not None:
@@ -220,7 +221,8 @@ def compile_router_block(block: RouterLimitBlock, path: str, ctx: Any, scope: st
             p.error(f"{path}.strategy", f"expected one of ip, header, param, found {block.strategy!r}")
             return out
         if strategy in ("header", "param") and not block.key:
-            p.error(f"{path}.key", f"strategy {strategy!r} needs a key (the {'header' if strategy == 'header' else 'parameter'} name), found none")
+            what = "header" if strategy == "header" else "parameter"
+            p.error(f"{path}.key", f"strategy {strategy!r} needs a key (the {what} name), found none")
             return out
         if strategy == "ip" and block.key:
             p.warn(f"{path}.key", "ignored with strategy 'ip': the client address comes from the socket "

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from fastproxy.limits.headers import retry_after_value
-from fastproxy.limits.policy import ClientLimit, RouterLimitBlock, compile_router_block, check_fields
+from fastproxy.limits.policy import ClientLimit, RouterLimitBlock, check_fields, compile_router_block
 from fastproxy.limits.redis_store import FALLBACK, PoolConfig, RedisStore
 from fastproxy.policies import Rejection
 
@@ -178,11 +178,12 @@ def compile_redis(raw: Any, path: str, ctx: Any, scope: str, route: Any, shared_
     handle = pools.get(name)
     if handle is None:
         known = ", ".join(sorted(pools)) or "none defined"
-        ctx.problems.error(f"{path}.connection_name", f"expected a pool of extra_config.redis ({known}), found {name!r}")
+        ctx.problems.error(f"{path}.connection_name",
+                           f"expected a pool of extra_config.redis ({known}), found {name!r}")
         return []
     local = compile_router_block(block, path, ctx, scope, route, shared_key + ":fallback")
-    return [RedisLimit(l, handle, f"fp:{shared_key}:{'c' if isinstance(l, ClientLimit) else 'a'}:".encode(),
-                       block.on_failure_allow) for l in local]
+    return [RedisLimit(limit, handle, f"fp:{shared_key}:{'c' if isinstance(limit, ClientLimit) else 'a'}:".encode(),
+                       block.on_failure_allow) for limit in local]
 
 
 def compile_service(raw: Any, path: str, ctx: Any, route: Any) -> list:

@@ -144,7 +144,8 @@ class RedisStore:
                                          retry=Retry(NoBackoff(), 0))
             self.sha = None
 
-    def decide(self, key: bytes, rate: float, cap: int, ttl_ms: int, now: Optional[float] = None) -> Optional[asyncio.Future]:
+    def decide(self, key: bytes, rate: float, cap: int, ttl_ms: int,
+               now: Optional[float] = None) -> Optional[asyncio.Future]:
         """A future of (allowed, remaining, retry_after, reset_after) or FALLBACK; None when down.
 
         Decisions on one key within a tick share one script call asking for n tokens.
@@ -179,7 +180,7 @@ class RedisStore:
             budget = self.timeout - (self.loop.time() - min(g[2] for _, g in batch))
             try:
                 if budget <= 0:
-                    raise asyncio.TimeoutError
+                    raise TimeoutError
                 results = await asyncio.wait_for(self._execute(batch), budget)
             except Exception as exc:  # noqa: BLE001 - any Redis failure means: decide locally
                 self._down(exc)

@@ -92,7 +92,8 @@ def _run(x: Any, checks: tuple, i: int, now: float) -> Optional[asyncio.Future]:
             loop = asyncio.get_running_loop()
             outer = loop.create_future()
 
-            def done(f: asyncio.Future, c: Any = c, i: int = i) -> None:
+            # this iteration's values, bound explicitly (the loop returns just below anyway)
+            def done(f: asyncio.Future, c: Any = c, i: int = i, loop: Any = loop, outer: Any = outer) -> None:
                 t = loop.time()
                 try:
                     c.complete(x, f.result(), t)
@@ -103,7 +104,7 @@ def _run(x: Any, checks: tuple, i: int, now: float) -> Optional[asyncio.Future]:
                 if nxt is None:
                     outer.set_result(None)
                 else:
-                    nxt.add_done_callback(lambda f2: outer.set_result(f2.result()))
+                    nxt.add_done_callback(lambda f2, outer=outer: outer.set_result(f2.result()))
 
             r.add_done_callback(done)
             return outer
@@ -111,8 +112,9 @@ def _run(x: Any, checks: tuple, i: int, now: float) -> Optional[asyncio.Future]:
 
 
 def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
-    from fastproxy.security.botdetector import _options  # RE2 options shared with the bot detector
     import re2
+
+    from fastproxy.security.botdetector import _options  # RE2 options shared with the bot detector
 
     block = ctx.problems.convert(raw, TieredBlock, path)
     if block is None:

@@ -7,7 +7,8 @@ that guard access are errors (`config/namespaces.py`, fail closed), the others w
 `fastproxy check` tells a migrating user exactly what will be ignored.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastproxy.config import namespaces
 from fastproxy.limits import policy as local_limits
@@ -83,7 +84,8 @@ def compile_level(level: str, extra: dict[str, Any], path: str, ctx: CompileCont
             _ignored(ctx, ns, npath, "recognised KrakenD namespace, not implemented by fastproxy: ignored", label)
         elif any(name in h for h in HANDLERS.values()):
             where = " and ".join(namespaces.LEVEL_WORDS[lv] for lv, h in HANDLERS.items() if name in h)
-            p.error(npath, f"`{ns}` is read {where}, not {namespaces.LEVEL_WORDS[level]}: placed here it controls nothing "
+            here = namespaces.LEVEL_WORDS[level]
+            p.error(npath, f"`{ns}` is read {where}, not {here}: placed here it controls nothing "
                            "(KrakenD ignores it here too); move it")
         else:
             _unknown(ns, npath, ctx, label)

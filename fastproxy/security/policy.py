@@ -142,7 +142,8 @@ def _ip_filter(block: IPFilterBlock, path: str, ctx: Any) -> list:
     if block.trusted_proxies is not None or block.client_ip_headers is not None:
         trusted = block.trusted_proxies if block.trusted_proxies is not None else list(ctx.router.trusted_proxies)
         resolver = _guard(ctx, path, ClientIPResolver, trusted,
-                          block.client_ip_headers if block.client_ip_headers is not None else list(ctx.router.remote_ip_headers))
+                          block.client_ip_headers if block.client_ip_headers is not None
+                          else list(ctx.router.remote_ip_headers))
     if flt is None:
         return []
     return [IPFilterCheck(policies.ORDER_IP_FILTER, flt, resolver, "ip filter")]

@@ -29,14 +29,33 @@ from typing import Any, Optional
 import httptools
 
 from fastproxy.config.compile import QUERY_ALL
-from fastproxy.http.request import (REQUEST_DROP, HTTPError, check_authority, check_host,
-                                    check_transfer_encoding, filter_query, parse_content_length, split_target)
+from fastproxy.http.request import (
+    REQUEST_DROP,
+    HTTPError,
+    check_authority,
+    check_host,
+    check_transfer_encoding,
+    filter_query,
+    parse_content_length,
+    split_target,
+)
 from fastproxy.http.response import ERROR_BODIES, simple_response
 from fastproxy.limits.headers import retry_after_value, rl_pairs
 from fastproxy.policies import Rejection
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
-from fastproxy.server.exchange import (CHECKING, DL_HEAD, DL_IDLE, DL_LINGER, DL_NONE, DL_UPSTREAM, DONE, QUEUED,
-                                       STREAMING, WAITING, Exchange)
+from fastproxy.server.exchange import (
+    CHECKING,
+    DL_HEAD,
+    DL_IDLE,
+    DL_LINGER,
+    DL_NONE,
+    DL_UPSTREAM,
+    DONE,
+    QUEUED,
+    STREAMING,
+    WAITING,
+    Exchange,
+)
 from fastproxy.upstream.connection import ConnectError, set_nodelay
 
 PIPELINE_BUFFER = 64 * 1024
@@ -779,7 +798,7 @@ class ClientConnection(asyncio.Protocol):
         kind = self.dl_kind
         if self.closing and kind != DL_LINGER:
             return
-        if kind == DL_IDLE or kind == DL_LINGER:
+        if kind in (DL_IDLE, DL_LINGER):
             self.closing = True
             self.transport.close()
         elif kind == DL_HEAD:

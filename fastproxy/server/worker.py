@@ -20,7 +20,8 @@ import select
 import signal
 import socket
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import msgspec
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import msgspec
 
-from fastproxy.breaker import CircuitBreaker, CLOSED, HALF_OPEN, OPEN
+from fastproxy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 log = logging.getLogger("fastproxy")
 STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}

@@ -1,9 +1,10 @@
 """The backend-facing protocol and the keep-alive pool.
 
 Owns: parsing backend responses with httptools, removing hop-by-hop response headers, deciding
-framing for the client (a Transfer-Encoding other than one final `chunked` is malformed: 502), and the one rule of reuse: a connection goes back to the pool only when
-its response was completely and correctly framed, the request was completely sent, the backend
-did not ask to close, and nothing unexpected arrived. Anything else closes it.
+framing for the client (a Transfer-Encoding other than one final `chunked` is malformed: 502),
+and the one rule of reuse: a connection goes back to the pool only when its response was
+completely and correctly framed, the request was completely sent, the backend did not ask to
+close, and nothing unexpected arrived. Anything else closes it.
 
 An exchange (server side) is attached while a request uses the connection; the connection calls
 `x.up_head`, `x.up_body`, `x.up_end`, `x.up_error` and the flow-control pair `x.up_pause` /
@@ -319,7 +320,7 @@ class Pool:
         deadline = self.loop.time() + self.connect_timeout
         try:
             addrs = await asyncio.wait_for(self.dns.resolve_all(t.host), self.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectError("timeout", f"resolving {t.host} timed out") from None
         except DNSError as exc:
             raise ConnectError("connect", str(exc)) from None
@@ -332,7 +333,7 @@ class Pool:
                 _, conn = await asyncio.wait_for(
                     self.loop.create_connection(lambda: UpstreamConnection(self), addr, t.port, ssl=self.ssl,
                                                 server_hostname=t.host if self.ssl else None), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConnectError("timeout", f"connect to {t.key} timed out") from None
             except (OSError, _ssl.SSLError) as exc:
                 error = exc
