@@ -186,8 +186,11 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         shown = "an empty document" if raw is None else kind_of(raw)
         raise ConfigError([f"$: expected an object at the top level, found {shown}"])
     root = problems.convert(raw, schema.Root, "$", partial=True)
-    if root is None:
+    if root is None:  # nothing more compiles; the guards are still named, every one
+        fail_closed(raw, problems, _raw_ignore(raw), '$.extra_config["fastproxy"].ignore_unsupported')
         raise ConfigError(problems.errors, problems.warnings)
+    if "output_encoding" in raw and not isinstance(raw["output_encoding"], str):
+        problems.error("$.output_encoding", f"expected str, found {kind_of(raw['output_encoding'])}")
     root_encoding = raw.get("output_encoding") if isinstance(raw.get("output_encoding"), str) else "json"
     if root.version != 3:
         problems.error("$.version", f"expected 3 (KrakenD v2 format), found {root.version}")
@@ -411,6 +414,14 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         warnings=problems.warnings,
         state=ctx.state,
     )
+
+
+def _raw_ignore(raw: dict[str, Any]) -> list[str]:
+    """`ignore_unsupported` as written, when the file could not be decoded far enough to read it."""
+    extra = raw.get("extra_config")
+    own = extra.get("fastproxy") if isinstance(extra, dict) else None
+    names = own.get("ignore_unsupported") if isinstance(own, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _is_ip(text: str) -> bool:

@@ -46,6 +46,8 @@ GUARDS: dict[str, str] = {
     "governance/quota": "the quota",
     "governance/processors": "the quota processors",
     "qos/ratelimit/proxy/redis": "the backend rate limit shared through Redis",
+    # KrakenD 1.x's IP filter has another shape than security/ip-filter: not read, so a guard
+    "github_com/devopsfaith/krakend-ipfilter": "the IP filter in its KrakenD 1.x form (write it as security/ip-filter)",
     # auth/signer: a guard only when a validator checks what it signs (see `guards_in`)
     "auth/signer": "the token signing its validators depend on",
     # plugin/http-server: a guard for every plugin name fastproxy does not implement
@@ -66,6 +68,7 @@ GUARD_ALIASES: dict[str, str] = {
     "github_com/devopsfaith/krakend-httpsecure": "security/http",
     "github_com/devopsfaith/krakend-apikeys": "auth/api-keys",
     "github_com/devopsfaith/bloomfilter": "auth/revoker",
+    "github.com/devopsfaith/krakend-oauth2-clientcredentials": "auth/client-credentials",
     "github.com/devopsfaith/krakend/transport/http/client/executor": "plugin/http-client",
     # plugin/http-server's 1.x name: fastproxy reads none of its plugins there, so all are guards
     "github_com/devopsfaith/krakend/transport/http/server/handler": "plugin/http-server",
@@ -173,7 +176,8 @@ def http_server_guards(block: object) -> list[str]:
         names = [names]
     if not isinstance(names, list):
         return [f"named by {names!r}"]  # unreadable: whatever it names is not enforced
-    return [n if isinstance(n, str) else f"named by {n!r}" for n in names if n not in HTTP_SERVER_PLUGINS]
+    return [n if isinstance(n, str) else f"named by {n!r}" for n in names
+            if not isinstance(n, str) or n not in HTTP_SERVER_PLUGINS]
 
 
 def guards_in(extra: object, has_validator: bool) -> list[tuple[str, str, str]]:
@@ -210,17 +214,7 @@ def has_validator(raw_root: dict[str, Any]) -> bool:
     def holds(extra: object) -> bool:
         return isinstance(extra, dict) and any(canonical(k) == "auth/validator" for k in extra)
 
-    if holds(raw_root.get("extra_config")):
-        return True
-    for ep in raw_root.get("endpoints") or []:
-        if not isinstance(ep, dict):
-            continue
-        if holds(ep.get("extra_config")):
-            return True
-        for be in ep.get("backend") or []:
-            if isinstance(be, dict) and holds(be.get("extra_config")):
-                return True
-    return False
+    return any(holds(extra) for _, extra, _, _ in _extra_configs(raw_root))
 
 
 def _extra_configs(raw_root: dict[str, Any]) -> list[tuple[str, object, Optional[int], str]]:
@@ -228,7 +222,7 @@ def _extra_configs(raw_root: dict[str, Any]) -> list[tuple[str, object, Optional
     level)."""
     out: list[tuple[str, object, Optional[int], str]] = [("$.extra_config", raw_root.get("extra_config"), None,
                                                           "service")]
-    for i, ep in enumerate(raw_root.get("endpoints") or []):
+    for i, ep in enumerate(_endpoints(raw_root)):
         if not isinstance(ep, dict):
             continue
         out.append((f"$.endpoints[{i}].extra_config", ep.get("extra_config"), i, "endpoint"))
@@ -239,10 +233,16 @@ def _extra_configs(raw_root: dict[str, Any]) -> list[tuple[str, object, Optional
     return out
 
 
+def _endpoints(raw_root: dict[str, Any]) -> list[Any]:
+    """The raw endpoint list, whatever the file holds there (its type is reported elsewhere)."""
+    endpoints = raw_root.get("endpoints")
+    return endpoints if isinstance(endpoints, list) else []
+
+
 def endpoint_labels(raw_root: dict[str, Any]) -> list[str]:
     """`METHOD /path` of each endpoint of the file, as far as it can be read."""
     labels = []
-    for ep in raw_root.get("endpoints") or []:
+    for ep in _endpoints(raw_root):
         ep = ep if isinstance(ep, dict) else {}
         method, path = ep.get("method", "GET"), ep.get("endpoint", "?")
         labels.append(f"{method.upper() if isinstance(method, str) else method} {path}")
@@ -253,7 +253,11 @@ def root_tls(raw_root: dict[str, Any]) -> Optional[str]:
     """What a root `tls` block would protect (SPEC §5, not implemented yet), or None when absent
     or `disabled`: served as plain HTTP, its clients' certificates (mTLS) would go unchecked."""
     tls = raw_root.get("tls")
-    if not isinstance(tls, dict) or tls.get("disabled") is True:
+    if tls is None:
+        return None
+    if not isinstance(tls, dict):
+        return f"TLS termination, given as {type(tls).__name__} instead of an object"
+    if tls.get("disabled") is True:
         return None
     return "TLS termination" + (" and the client certificates it requires (mTLS)" if tls.get("enable_mtls") else "")
 
@@ -288,12 +292,19 @@ def fail_closed(raw_root: dict[str, Any], problems: "Problems", ignore: list[str
         present.update(extra)
         present.update(canonical(k) for k in extra)
         who = every if index is None else f"{labels[index]} without it"
+        misplaced = set()
+        for key in extra:
+            name = canonical(key)
+            read_at = ("backend",) if key in BACKEND_KINDS else GUARD_LEVELS.get(name, (level,))
+            if level not in read_at:  # (plugin/http-server with implemented plugins only, too)
+                misplaced.add(key)
+                read = " and ".join(LEVEL_WORDS[lv] for lv in read_at)
+                problems.error(f'{path}["{key}"]', f"`{key}` is read {read}, not {LEVEL_WORDS[level]}: placed here "
+                                                   "it protects nothing (KrakenD ignores it here too); move it")
         for key, name, lost in guards_in(extra, validator):
             where = f'{path}["{key}"]'
-            if level not in GUARD_LEVELS.get(name, (level,)):
-                read = " and ".join(LEVEL_WORDS[lv] for lv in GUARD_LEVELS[name])
-                problems.error(where, f"`{key}` is read {read}, not {LEVEL_WORDS[level]}: placed here it protects "
-                                      "nothing (KrakenD ignores it here too); move it")
+            if key in misplaced:
+                continue
             elif index is None and name in DECLARATIONS:
                 problems.warn(where, f"{DECLARATIONS[name]}; not implemented by fastproxy: ignored "
                                      "(each endpoint block that uses it is refused)")
@@ -327,7 +338,8 @@ def _forwards(endpoint: dict[str, Any], header: str) -> Optional[str]:
         return None  # KrakenD's default: Content-Type only
     if "*" in names:
         return 'input_headers ["*"] forwards it'
-    if any(isinstance(n, str) and n.lower() == header.lower() for n in names):
+    wanted = header.lower().replace("_", "-")  # CGI and WSGI backends read `_` as `-`
+    if any(isinstance(n, str) and n.lower().replace("_", "-") == wanted for n in names):
         return "input_headers forwards it"
     return None
 
@@ -344,7 +356,7 @@ def forged_identity(raw_root: dict[str, Any], accepted: set[str]) -> list[tuple[
         role = block.get("propagate_role") if isinstance(block, dict) else None
         if canonical(key) == "auth/api-keys" and isinstance(role, str):
             role_header = (f'$.extra_config["{key}"].propagate_role', block["propagate_role"])
-    for i, ep in enumerate(raw_root.get("endpoints") or []):
+    for i, ep in enumerate(_endpoints(raw_root)):
         extra = ep.get("extra_config") if isinstance(ep, dict) else None
         if not isinstance(extra, dict):
             continue
@@ -353,8 +365,9 @@ def forged_identity(raw_root: dict[str, Any], accepted: set[str]) -> list[tuple[
             if not (key in accepted or name in accepted) or not isinstance(block, dict):
                 continue
             sets: list[tuple[str, str, str]] = []  # (path, header, from what)
-            if name == "auth/validator":
-                for j, pair in enumerate(block.get("propagate_claims") or []):
+            claims = block.get("propagate_claims")
+            if name == "auth/validator" and isinstance(claims, list):
+                for j, pair in enumerate(claims):
                     if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair):
                         sets.append((f'$.endpoints[{i}].extra_config["{key}"].propagate_claims[{j}]', pair[1],
                                      f"the verified token's claim {pair[0]!r}"))

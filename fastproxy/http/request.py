@@ -86,6 +86,7 @@ def check_dot_segments(path: bytes) -> None:
     if path.find(b"/.") < 0 and path.find(b"\\.") < 0:
         return  # no segment starts with a dot (the path starts with "/")
     for seg in path.replace(b"\\", b"/").split(b"/"):
+        seg = seg.partition(b";")[0]  # `..;/` is `..` to Tomcat and Spring (path parameters)
         if seg == b"." or seg == b"..":
             raise HTTPError(400, "dot-segment in request path")
 

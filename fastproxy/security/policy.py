@@ -203,6 +203,8 @@ def compile_http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
     names = raw.get("name", [])
     if isinstance(names, str):
         names = [names]
+    if not isinstance(names, list):
+        names = []  # unreadable: config.namespaces.fail_closed refuses it
     out: list = []
     for n in names:
         if n == "ip-filter":

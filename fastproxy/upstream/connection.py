@@ -168,13 +168,13 @@ class UpstreamConnection(asyncio.Protocol):
                 continue
             kept.append(name + b": " + value + b"\r\n")
         chunked = te is not None
-        if chunked and te != b"chunked" and te != b"Chunked":
+        if chunked and te != b"chunked" and te.strip(b" \t").lower() != b"chunked":
             # RFC 9112 §6.1, §7: chunked exactly once, as the final coding. `chunked, chunked`
             # or a final coding other than chunked (a close-delimited body under a TE header)
-            # is malformed: 502, as HAProxy answers, and the connection is closed.
-            codings = [t.strip(b" \t").lower() for t in te.split(b",")]
-            if codings.count(b"chunked") != 1 or codings[-1] != b"chunked":
-                raise ValueError(f"invalid Transfer-Encoding {te[:40]!r} from the backend")
+            # is malformed: 502, as HAProxy answers, and the connection is closed. Any coding
+            # besides chunked (`gzip, chunked`) is a 502 too: Transfer-Encoding is hop-by-hop
+            # and only the chunking is undone, so the client would get gzip bytes it cannot tell.
+            raise ValueError(f"unsupported Transfer-Encoding {te[:40]!r} from the backend: only chunked")
         if conn_tokens:
             conn_tokens -= _NOT_LISTED
         if conn_tokens:  # headers the backend named in Connection are hop-by-hop too

@@ -208,14 +208,15 @@ def test_an_explicit_input_header_with_an_underscore_passes_unless_it_spells_a_f
 
 # -- framing of backend responses ----------------------------------------------------------------
 
-@pytest.mark.parametrize("codings", ["chunked+chunked", "gzip", "chunked+gzip"])
+@pytest.mark.parametrize("codings", ["chunked+chunked", "gzip", "chunked+gzip", "gzip+chunked"])
 def test_backend_transfer_encoding_other_than_one_final_chunked_is_502(env, codings):
+    # gzip+chunked: only the chunking would be undone, the client would get gzip bytes unlabelled
     with Client(env.port) as c:
         r = c.request("GET", f"/te/{codings}")
         assert r.status == 502 and r.body == b""
 
 
-@pytest.mark.parametrize("codings", ["chunked", "gzip+chunked"])
+@pytest.mark.parametrize("codings", ["chunked"])
 def test_backend_chunked_answer_is_relayed(env, codings):
     with Client(env.port) as c:
         r = c.request("GET", f"/te/{codings}")

@@ -88,6 +88,10 @@ GUARDS = [
     # the 1.x name of plugin/http-server: none of its plugins is read there, ip-filter included
     ("github_com/devopsfaith/krakend/transport/http/server/handler", "service", {"name": ["ip-filter"]},
      "plugin/http-server"),
+    ("github.com/devopsfaith/krakend-oauth2-clientcredentials", "backend", {"client_id": "a"},
+     "auth/client-credentials"),
+    ("github_com/devopsfaith/krakend-ipfilter", "service", {"deny": ["1.2.3.4"]},
+     "github_com/devopsfaith/krakend-ipfilter"),
 ]
 
 
@@ -472,6 +476,7 @@ def waived_validator(input_headers, claims=(("sub", "X-User"),)) -> dict:
 @pytest.mark.parametrize("input_headers,how", [
     (["X-User", "Authorization"], "input_headers forwards it"),
     (["x-user"], "input_headers forwards it"),
+    (["X_User"], "input_headers forwards it"),  # a CGI/WSGI backend reads X_User as X-User
     (["*"], 'input_headers ["*"] forwards it'),
 ])
 def test_a_propagated_claim_the_client_could_send_itself_is_an_error_even_when_waived(input_headers, how):
@@ -553,4 +558,49 @@ def test_a_1x_name_in_ignore_unsupported_accepts_the_2x_block_without_calling_it
     snap = compile_config(cfg(ep("/a", extra={"auth/validator": {}}), extra_config=settings(
         ignore_unsupported=["github.com/devopsfaith/krakend-jose/validator"])))
     assert not at(snap.warnings, '$.extra_config["fastproxy"].ignore_unsupported[0]')
+    assert at(snap.warnings, f'{E0}["auth/validator"]')
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by review: misplaced controls that protect nothing, and files check must not crash on
+
+@pytest.mark.parametrize("raw,path,words", [
+    (cfg(ep("/a", extra={"plugin/http-server": {"name": ["ip-filter"], "ip-filter": {"CIDR": ["1.2.3.4"]}}})),
+     f'{E0}["plugin/http-server"]', ["is read at the root (service level), not on endpoints", "protects nothing"]),
+    (cfg(ep("/a", extra={"backend/grpc": {}})),
+     f'{E0}["backend/grpc"]', ["is read on backends, not on endpoints"]),
+    (cfg(ep("/a"), extra_config={"backend/lambda": {}}),
+     '$.extra_config["backend/lambda"]', ["is read on backends, not at the root"]),
+], ids=["http-server on an endpoint", "backend kind on an endpoint", "backend kind at the root"])
+def test_a_control_placed_where_krakend_does_not_read_it_is_an_error(raw, path, words):
+    assert_problem(errors_of(raw), path, words)
+
+
+@pytest.mark.parametrize("raw", [
+    {"version": 3, "host": [HOST], "endpoints": 5},
+    cfg({"endpoint": "/a", "backend": True}),
+    cfg({"endpoint": "/a", "backend": 3, "extra_config": {"auth/validator": {}}}),
+    cfg(ep("/a"), extra_config={"plugin/http-server": {"name": None}}),
+    cfg(ep("/a"), extra_config={"plugin/http-server": {"name": 5}}),
+    cfg(ep("/a"), extra_config={"plugin/http-server": {"name": [["ip-filter"]]}}),
+    cfg(ep("/a"), extra_config={"plugin/http-server": {"name": [{"a": 1}]}}),
+    cfg(ep("/a"), output_encoding=["x"]),
+    cfg(ep("/a"), tls=True),
+], ids=["endpoints a number", "backend true", "backend a number", "plugin names null",
+        "plugin names a number", "plugin name a list", "plugin name an object", "output_encoding a list",
+        "tls true"])
+def test_odd_types_are_refused_with_an_error_not_a_traceback(raw):
+    assert errors_of(raw)
+
+
+def test_a_file_refused_early_still_names_its_guards():
+    raw = cfg(ep("/a", extra={"auth/validator": {}}))
+    raw["version"] = "3"
+    problems = errors_of(raw)
+    assert at(problems, "$.version") and at(problems, f'{E0}["auth/validator"]')
+
+
+def test_unreadable_propagate_claims_of_a_waived_validator_are_not_a_crash():
+    snap = compile_config(cfg(ep("/a", extra={"auth/validator": {"propagate_claims": 5}}, input_headers=["*"]),
+                              extra_config=settings(ignore_unsupported=["auth/validator"])))
     assert at(snap.warnings, f'{E0}["auth/validator"]')

@@ -43,6 +43,11 @@ TARGETS = [
     (b"/users/..\\..\\admin", None),
     (b"/users/a\\..\\admin", None),
     (b"/users/%2e%2e\\admin", None),
+    # path parameters: `..;` is `..` to Tomcat and Spring
+    (b"/a/..;/admin", None),
+    (b"/a/%2e%2e;/admin", None),
+    (b"/a/..;jsessionid=x/admin", None),
+    (b"/a/b;v=1/c", b"/a/b;v=1/c"),
     # the query is not a path: dots and encoded slashes there are data
     (b"/users/42?next=..%2f..%2fadmin", b"/users/42"),
     # absolute form: the path part is judged the same way
