@@ -245,7 +245,7 @@ def endpoint_labels(raw_root: dict[str, Any]) -> list[str]:
     for ep in _endpoints(raw_root):
         ep = ep if isinstance(ep, dict) else {}
         method, path = ep.get("method", "GET"), ep.get("endpoint", "?")
-        labels.append(f"{method.upper() if isinstance(method, str) else method} {path}")
+        labels.append(f"{method.upper() if isinstance(method, str) and method else 'GET'} {path}")
     return labels
 
 

@@ -87,10 +87,12 @@ class Problems:
                 failed = True
                 msg = str(exc)
                 rest = ""
-                if " - at `$" in msg:
-                    msg, _, rest = msg.rpartition(" - at `$")
+                as_key = " - at `key` in `$" in msg  # a key of the wrong type (YAML: `1: x`)
+                if as_key or " - at `$" in msg:
+                    msg, _, rest = msg.rpartition(" - at `key` in `$" if as_key else " - at `$")
                     rest = rest.rstrip("`")
-                self.error(*_explain(msg, typ, path, rest))
+                where, what = _explain(msg, typ, path, rest)
+                self.error(where, f"{what} as a key" if as_key else what)
                 key = _top_key(rest)
                 if key is None and msg.startswith("Object contains unknown field `"):
                     key = msg.split("`")[1]  # an unknown top-level field: drop it and go on

@@ -604,3 +604,12 @@ def test_unreadable_propagate_claims_of_a_waived_validator_are_not_a_crash():
     snap = compile_config(cfg(ep("/a", extra={"auth/validator": {"propagate_claims": 5}}, input_headers=["*"]),
                               extra_config=settings(ignore_unsupported=["auth/validator"])))
     assert at(snap.warnings, f'{E0}["auth/validator"]')
+
+
+def test_a_key_of_the_wrong_type_is_named_as_a_key(tmp_path):
+    path = tmp_path / "k.yaml"
+    path.write_text("version: 3\nhost: [http://127.0.0.1:1]\noutput_encoding: no-op\nextra_config:\n  1: x\n"
+                    "endpoints:\n  - endpoint: /a\n    backend:\n      - url_pattern: /a\n")
+    with pytest.raises(ConfigError) as exc:
+        load(str(path))
+    assert "$.extra_config: expected str, found int as a key (line 5, column 3)" in exc.value.problems
