@@ -191,7 +191,8 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         raise ConfigError(problems.errors, problems.warnings)
     if "output_encoding" in raw and not isinstance(raw["output_encoding"], str):
         problems.error("$.output_encoding", f"expected str, found {kind_of(raw['output_encoding'])}")
-    root_encoding = raw.get("output_encoding") if isinstance(raw.get("output_encoding"), str) else "json"
+    given = raw.get("output_encoding")
+    root_encoding: str = given if isinstance(given, str) else "json"
     if root.version != 3:
         problems.error("$.version", f"expected 3 (KrakenD v2 format), found {root.version}")
     if not 0 <= root.port <= 65535:
@@ -301,12 +302,10 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         if method not in METHODS:
             problems.error(f"{ep_path}.method", f"expected one of {', '.join(sorted(METHODS))}, found {ep.method!r}")
             usable = False
-        encoding = ep.output_encoding or root_encoding
+        encoding: str = ep.output_encoding or root_encoding
         if encoding != "no-op":
             where = f"{ep_path}.output_encoding" if ep.output_encoding else ep_path
-            if not isinstance(encoding, str):
-                msg = f"output_encoding {encoding!r}: expected a string"
-            elif encoding in OUTPUT_ENCODINGS:
+            if encoding in OUTPUT_ENCODINGS:
                 default = " (KrakenD's default)" if encoding == "json" else ""
                 msg = ENCODING_NOTE.format(encoding=encoding, default=default)
             else:  # KrakenD falls back to json for a name it does not know
@@ -324,7 +323,7 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
             continue
         _warn_fields(problems, ep.backend[0], be_path, schema.Backend, schema.IGNORED_BACKEND_FIELDS, label)
         if encoding != "no-op":  # KrakenD filters the decoded body of such an endpoint; fastproxy streams it
-            for key in ("deny", "allow", "blacklist", "whitelist"):
+            for key in RESPONSE_FILTERS:
                 fields = ep.backend[0].get(key)
                 if isinstance(fields, list) and fields:
                     problems.note(f"response {key}", f"{be_path}.{key}", "response filtering is not implemented: the "
@@ -448,9 +447,9 @@ def _pick(problems: Problems, own: Optional[str], own_path: str, krakend: Option
 RENAMED_FIELDS = {
     "headers_to_pass": ("input_headers", "only Content-Type reaches the backend"),
     "querystring_params": ("input_query_strings", "no query string reaches the backend"),
-    "whitelist": ("allow", "the whole response passes"),
-    "blacklist": ("deny", "the whole response passes"),
 }
+# Backend response filters (and their 1.x names): KrakenD applies them to a decoded body only.
+RESPONSE_FILTERS = ("deny", "allow", "blacklist", "whitelist")
 OUTPUT_ENCODINGS = frozenset({"json", "fast-json", "json-collection", "negotiate", "string", "xml", "yaml", "no-op"})
 BACKEND_ENCODINGS = frozenset({"json", "fast-json", "safejson", "xml", "rss", "string", "yaml", "no-op"})
 ENCODING_NOTE = ("output_encoding {encoding!r}{default} is not implemented: the response is streamed as 'no-op' "
@@ -467,8 +466,8 @@ def _warn_fields(problems: Problems, raw: Any, path: str, typ: type[msgspec.Stru
     for key in raw:
         if is_comment(key) or key in ("output_encoding", "encoding", "sd", "disable_host_sanitize"):
             continue  # read by compile_config
-        if key in ("deny", "allow", "blacklist", "whitelist"):
-            continue  # response filtering: compile_config says what it means, where KrakenD would filter
+        if key in RESPONSE_FILTERS:
+            continue  # compile_config says what they mean, where KrakenD would filter
         where = f"{path}.{key}"
         if key in ignored:
             problems.note(f"{level} field {key}", where, "recognised KrakenD field, not implemented by fastproxy: "
