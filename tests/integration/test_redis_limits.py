@@ -259,21 +259,26 @@ def _two_instances(proxies, tmp_path, up, namespace, redis_port, duration):
     assert rows and all(r[2] in (200, 503) for r in rows), {r[2] for r in rows}
     window = max(r[0] for r in rows) - min(r[0] for r in rows)
     per = {port: sum(1 for r in rows if r[3] == port and r[2] == 200) for port in (a.port, b.port)}
-    return per[a.port], per[b.port], window, len(rows), (a, b)
+    answered = {port: sum(1 for r in rows if r[3] == port) for port in (a.port, b.port)}
+    return per[a.port], per[b.port], window, answered, (a, b)
 
 
 def test_two_instances_sharing_redis_admit_one_limit_together(redis, up, proxies, tmp_path):
     """max_rate 5/s, capacity 10 on two fastproxy processes under load for 2 s: sharing Redis they
     admit 10 + 5·T together (±2); stateless, about twice that."""
-    a1, b1, t1, n1, shared_procs = _two_instances(proxies, tmp_path, up, RRL, redis.port, 2.0)
-    a2, b2, t2, n2, _ = _two_instances(proxies, tmp_path, up, RL, redis.port, 2.0)
+    a1, b1, t1, answered1, shared_procs = _two_instances(proxies, tmp_path, up, RRL, redis.port, 2.0)
+    a2, b2, t2, answered2, _ = _two_instances(proxies, tmp_path, up, RL, redis.port, 2.0)
+    n1, n2 = sum(answered1.values()), sum(answered2.values())
     shared, alone = a1 + b1, a2 + b2
     one_limit, two_limits = 10 + 5 * t1, 2 * (10 + 5 * t2)
     print(f"\n[two instances] shared Redis: {shared} admitted ({a1} + {b1}) of {n1} in {t1:.2f}s, "
           f"one limit allows {one_limit:.1f}; stateless: {alone} admitted ({a2} + {b2}) of {n2} in {t2:.2f}s, "
           f"two limits allow {two_limits:.1f}")
     assert one_limit - 2 <= shared <= one_limit + 2
-    assert a1 > 0 and b1 > 0  # both instances took part
+    # both instances took part in deciding the one limit: each answered requests all along (its
+    # 200s and 503s came from Redis, see DOWN_LOG below). How the ~20 tokens split between them
+    # is a race for each token (3 to 16 of 19 measured), so neither's share is asserted.
+    assert all(n > 100 for n in answered1.values()), answered1
     assert two_limits - 4 <= alone <= two_limits + 4
     assert alone >= 1.6 * shared
     for p in shared_procs:
