@@ -14,7 +14,7 @@ import msgspec
 from fastproxy import policies
 from fastproxy.limits.policy import RouterLimitBlock, check_fields, compile_router_block
 from fastproxy.limits.redis import compile_redis
-from fastproxy.policies import Rejection
+from fastproxy.policies import Rejection, chain
 
 
 class TierBlock(msgspec.Struct, frozen=True):
@@ -74,41 +74,30 @@ class TieredCheck:
         tier = select_tier(self.tiers, value)
         if tier is None:
             raise Rejection(403, "no matching tier")
-        return _run(x, tier.checks, 0, now)
+        return _run(x, tier.checks, now)
 
     def complete(self, x: Any, result: Any, now: float) -> None:
         if result is not None:
             raise result
 
 
-def _run(x: Any, checks: tuple, i: int, now: float) -> Optional[asyncio.Future]:
-    """Run `checks[i:]`; None when all passed synchronously (raises Rejection), else a future of
-    None or the Rejection."""
-    while i < len(checks):
-        c = checks[i]
-        i += 1
-        r = c.check(x, now)
-        if r is not None:
-            loop = asyncio.get_running_loop()
-            outer = loop.create_future()
+def _run(x: Any, checks: tuple, now: float) -> Optional[asyncio.Future]:
+    """Run a tier's chain: None when all passed synchronously (raises Rejection), else a
+    future of None or the Rejection."""
+    pending = chain.run(checks, x, 0, now)
+    if pending is None:
+        return None
+    loop = asyncio.get_running_loop()
+    outer: asyncio.Future = loop.create_future()
 
-            # this iteration's values, bound explicitly (the loop returns just below anyway)
-            def done(f: asyncio.Future, c: Any = c, i: int = i, loop: Any = loop, outer: Any = outer) -> None:
-                t = loop.time()
-                try:
-                    c.complete(x, f.result(), t)
-                    nxt = _run(x, checks, i, t)
-                except Rejection as rej:
-                    outer.set_result(rej)
-                    return
-                if nxt is None:
-                    outer.set_result(None)
-                else:
-                    nxt.add_done_callback(lambda f2, outer=outer: outer.set_result(f2.result()))
+    def done(err: Optional[BaseException]) -> None:
+        if isinstance(err, Rejection) or err is None:
+            outer.set_result(err)
+        else:
+            outer.set_exception(err)
 
-            r.add_done_callback(done)
-            return outer
-    return None
+    chain.follow(checks, x, pending, loop.time, done)
+    return outer
 
 
 def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:

@@ -1,117 +1,140 @@
-"""One request and its response, as the client connection and the backend connection see it.
+"""One request and its response: the client side's half of a backend exchange.
 
-Owns the response side of an exchange: the backend connection calls `up_head`, `up_body`,
-`up_end`, `up_error` and the flow-control pair `up_pause`/`up_resume`; the exchange regenerates
-the status line and framing for the client (Content-Length kept, chunked re-chunked for
-HTTP/1.1, close-delimited for HTTP/1.0), adds RateLimit headers, holds what one backend read
-produced so that it leaves in one write (`flush_out`), reports the outcome to the host's
-breaker and hands the connection back to the pool or closes it. The request side (parsing,
+Owns the response side: as the `ResponseSink` of a backend connection it receives the head,
+body pieces, end and failures; it regenerates the status line and framing for the client
+(`http.wire.Framing`: Content-Length kept, chunked re-chunked for HTTP/1.1, close-delimited
+for HTTP/1.0), adds RateLimit headers, holds what one backend read produced so that it leaves
+in one write (`up_flush`), reports the outcome to the host's breaker, and tells whether the
+whole request went out (the backend connection's reuse decision). The request side (reading,
 phases, dispatch) is `server.connection`.
 """
 
+from enum import IntEnum
 from time import perf_counter
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Final, Optional
 
+from fastproxy.http.head import RequestHead, ResponseHead
 from fastproxy.http.request import HTTPError
 from fastproxy.http.response import STATUS_LINE_11, status_line
+from fastproxy.http.wire import LAST_CHUNK, NO_BODY, ChunkedEnd, Framing, chunk
 from fastproxy.limits.headers import rl_headers
+from fastproxy.server.flow import BACKEND_BUSY
+from fastproxy.upstream.errors import FailureKind
 
-# Exchange phases
-QUEUED, WAITING, STREAMING, DONE, CHECKING = 0, 1, 2, 3, 4
-# Connection deadline kinds
-DL_IDLE, DL_HEAD, DL_UPSTREAM, DL_NONE, DL_LINGER = 0, 1, 2, 3, 4
+if TYPE_CHECKING:
+    from fastproxy.breaker import CircuitBreaker
+    from fastproxy.config.compile import Route, Target
+    from fastproxy.server.connection import ClientConnection
+    from fastproxy.upstream.connection import UpstreamConnection
 
 
+class Phase(IntEnum):
+    QUEUED = 0  # parsed, waiting for the requests before it
+    WAITING = 1  # sent to (or connecting to) a backend, no response head yet
+    STREAMING = 2  # the response is being relayed
+    DONE = 3  # answered
+    CHECKING = 4  # waiting for a policy decision (Redis)
 
-class Exchange:
-    """One request and its response."""
 
-    # Class-level defaults, no __slots__: a new exchange sets two attributes instead of forty,
-    # and the fields that keep their default are never written (neutral within noise on
-    # bench/micro_request.py). Fields, by phase: head (method, url, version, headers,
-    # keep_alive, host, host_count, cl, chunked, expect, ua, conn_opts, path, query), body (body_done,
-    # body_size, body_buf, body_sent), policies (route, params, rest, client_ip, rl, up_extra),
-    # backend (up, target, breaker, ticket, retried, started), response (phase, status,
-    # resp_mode, head_sent, out, reason, error, recorded).
-    method: Optional[bytes] = None
-    url = b""
-    version = "1.1"
-    keep_alive = True
-    host: Optional[bytes] = None
-    host_count = 0
-    cl = -1
-    chunked = False
-    expect = False
-    ua: Optional[bytes] = None
-    conn_opts: Optional[bytes] = None  # the Connection header's value(s), comma-joined
-    path = b""
-    query = b""
-    body_done = False
-    body_size = 0
-    body_buf: Optional[list] = None
-    body_sent = False
-    route: Any = None
-    params: Optional[dict] = None
-    rest: Optional[bytes] = None
-    client_ip: Optional[str] = None
-    rl: Any = None
-    up_extra: Optional[bytes] = None
-    up: Any = None
-    target: Any = None
-    breaker: Any = None
-    ticket: Any = None
-    retried = False
-    started = 0.0
-    phase = QUEUED
-    status = 0
-    resp_mode = 0
-    head_sent = False
-    out: Optional[list] = None
-    reason = ""
-    error: Optional[HTTPError] = None
-    recorded = False  # counted and logged (server.connection.ClientConnection.record)
+class Deadline(IntEnum):
+    """What the connection's one deadline is for."""
 
-    def __init__(self, conn: Any) -> None:  # a server.connection.ClientConnection
+    IDLE = 0  # keep-alive, between requests
+    HEAD = 1  # a request head is being received
+    UPSTREAM = 2  # the active request's backend (or policy) answer
+    NONE = 3
+    LINGER = 4  # closing: reading and dropping what the client still sends
+
+
+QUEUED: Final = int(Phase.QUEUED)
+WAITING: Final = int(Phase.WAITING)
+STREAMING: Final = int(Phase.STREAMING)
+DONE: Final = int(Phase.DONE)
+CHECKING: Final = int(Phase.CHECKING)
+DL_IDLE: Final = int(Deadline.IDLE)
+DL_HEAD: Final = int(Deadline.HEAD)
+DL_UPSTREAM: Final = int(Deadline.UPSTREAM)
+DL_NONE: Final = int(Deadline.NONE)
+DL_LINGER: Final = int(Deadline.LINGER)
+_CHUNKED: Final = int(Framing.CHUNKED)
+_CLOSE: Final = int(Framing.CLOSE)
+
+
+class Exchange(RequestHead):
+    """One request (its head is the RequestHead part) and its response."""
+
+    __slots__ = ("conn", "body_left", "chunks", "body_done", "body_size", "body_buf", "body_sent", "route",
+                 "params", "rest", "client_ip", "rl", "up_extra", "up", "target", "breaker", "ticket", "retried",
+                 "started", "phase", "status", "framing", "head_sent", "out", "reason", "error", "recorded")
+
+    def __init__(self, conn: "ClientConnection") -> None:
+        RequestHead.__init__(self)
         self.conn = conn
-        self.headers: list = []
+        self.body_left = 0  # Content-Length bytes still to come
+        self.chunks: Optional[ChunkedEnd] = None  # where a chunked body ends
+        self.body_done = False
+        self.body_size = 0
+        self.body_buf: Optional[list[bytes]] = None  # body received before a backend was attached
+        self.body_sent = False
+        self.route: Optional[Route] = None
+        self.params: Optional[dict[str, bytes]] = None
+        self.rest: Optional[bytes] = None
+        self.client_ip: Optional[str] = None
+        self.rl: Optional[tuple[bytes, int, float]] = None  # RateLimit state of the tightest limit
+        self.up_extra: Optional[bytes] = None  # header lines policies add for the backend
+        self.up: Optional[UpstreamConnection] = None
+        self.target: Optional[Target] = None
+        self.breaker: Optional[CircuitBreaker] = None
+        self.ticket: Any = None
+        self.retried = False
+        self.started = 0.0
+        self.phase = QUEUED
+        self.status = 0
+        self.framing = 0  # Framing of the response to the client
+        self.head_sent = False
+        self.out: Optional[list[bytes]] = None  # what the current backend read produced
+        self.reason = ""
+        self.error: Optional[HTTPError] = None
+        self.recorded = False  # counted and logged (ClientConnection.record)
 
-    # -- called by the backend connection ---------------------------------------------------
-    def up_head(self, up: Any, status: int, parts: list, length: int) -> None:
-        """`parts`: the backend's end-to-end header lines, to which framing is added here."""
+    # -- ResponseSink: called by the backend connection -------------------------------------
+    def up_head(self, head: ResponseHead) -> None:
         conn = self.conn
-        self.phase = STREAMING
-        self.status = status
         w = conn.w
-        w.metrics.upstream(self.route.name, perf_counter() - up.sent_at)
+        route = self.route
+        assert route is not None and self.up is not None
+        self.phase = STREAMING
+        status = head.status
+        self.status = status
+        w.metrics.upstream(route.name, perf_counter() - self.up.sent_at)
         # a backend answering before the whole request body arrived: the rest of the body has
         # nowhere to go, so the connection closes after this answer
-        close = not self.keep_alive or conn.w.draining or not self.body_done
-        parts.insert(0, STATUS_LINE_11.get(status) or status_line(status))
-        if self.rl is not None and conn.w.snap.protocol.ratelimit_headers:
+        close = not self.keep_alive or w.draining or not self.body_done
+        parts = [STATUS_LINE_11.get(status) or status_line(status)]
+        parts += head.lines
+        if self.rl is not None and w.snap.protocol.ratelimit_headers:
             parts.append(rl_headers(self.rl))
-        if length == -2 or self.method == b"HEAD" and length != -1:
-            # no body: keep the backend's Content-Length for HEAD, as it describes the GET
-            if length >= 0:
-                parts.append(b"Content-Length: %d\r\n" % length)
-            self.resp_mode = 0
-        elif length >= 0:
+        length = head.length
+        if length >= 0:  # (a HEAD answer keeps the backend's, as it describes the GET)
             parts.append(b"Content-Length: %d\r\n" % length)
-            self.resp_mode = 0
+            self.framing = 0
+        elif length == NO_BODY or self.method == b"HEAD":
+            self.framing = 0
         elif self.version == "1.1":
             parts.append(b"Transfer-Encoding: chunked\r\n")
-            self.resp_mode = 1
+            self.framing = _CHUNKED
         else:
             close = True  # HTTP/1.0 client, unknown length: the close delimits the body
-            self.resp_mode = 2
+            self.framing = _CLOSE
         if close:
             self.keep_alive = False
-            parts.append(b"Connection: close\r\n")
+            parts.append(b"Connection: close\r\n\r\n")
         elif self.version == "1.0":
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        self.head_sent = True
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
         # Held until the backend read that carried it is parsed, so head and body leave in one
-        # write (one syscall per response in the common case; `flush_out`).
+        # write (one syscall per response in the common case; `up_flush`).
         self.out = [b"".join(parts)]
 
     def up_body(self, data: bytes) -> None:
@@ -120,52 +143,66 @@ class Exchange:
         out = self.out
         if out is None:
             self.out = out = []
-        out.append(b"%x\r\n%b\r\n" % (len(data), data) if self.resp_mode == 1 else data)
+        out.append(chunk(data) if self.framing == _CHUNKED else data)
 
-    def flush_out(self, last: bool = False) -> None:
-        """Write what the last backend read produced for the client; re-arm the body timeout
-        unless this was the `last` of the response (`finish` sets the next deadline)."""
+    def up_flush(self) -> None:
+        """Write what the last backend read produced; re-arm the body timeout."""
+        if self.out:
+            self._write_out()
+        conn = self.conn
+        assert self.route is not None
+        conn.deadline = conn.w.clock() + self.route.timeout
+        conn.dl_kind = DL_UPSTREAM
+
+    def _write_out(self) -> None:
         out = self.out
+        assert out is not None
         self.out = None
-        conn = self.conn
+        self.head_sent = True
+        t = self.conn.transport
         if len(out) == 1:
-            conn.transport.write(out[0])
+            t.write(out[0])
         else:
-            conn.transport.writelines(out)
-        if not last:
-            conn.deadline = conn.w.clock() + self.route.timeout
-            conn.dl_kind = DL_UPSTREAM
+            t.writelines(out)
 
-    def up_end(self, up: Any, framed: bool) -> None:
+    def up_end(self, framed: bool) -> bool:
         conn = self.conn
-        if conn.paused & 2:
-            conn.resume_reading(2)  # this backend no longer holds the client's body back
-        if self.resp_mode == 1:
+        conn.flow.resume(BACKEND_BUSY)  # this backend no longer holds the client's body back
+        if self.framing == _CHUNKED:
             if self.out is None:
                 self.out = []
-            self.out.append(b"0\r\n\r\n")
+            self.out.append(LAST_CHUNK)
         now = conn.w.clock()
-        if self.breaker is not None:  # known before the last bytes leave (and logged by then)
-            self.breaker.after(self.ticket, self.route.breakers.ok(self.status), now)
+        b = self.breaker
+        if b is not None:  # known before the last bytes leave (and logged by then)
             self.breaker = None
+            route = self.route
+            assert route is not None and route.breakers is not None
+            b.after(self.ticket, route.breakers.ok(self.status), now)
         conn.record(self)
         if self.out:
-            self.flush_out(True)
+            self._write_out()
         self.up = None
-        if framed:
-            if not self.body_done or not self.body_sent:
-                up.reusable = False  # the backend answered before the whole request went out
-            up.release(now)
+        complete = self.body_done and self.body_sent
         conn.finish(self, now)
+        return complete
 
-    def up_error(self, up: Any, kind: str) -> None:
+    def up_error(self, kind: FailureKind) -> None:
         """The backend failed (reset, malformed, timeout)."""
         self.up = None
-        self.conn.resume_reading(2)
-        if kind == "reset" and up.reused and not up.resp_started:
-            kind = "stale"
+        if self.out is not None:  # a response head read in the same read: never sent
+            self.out = None
+            self.phase = WAITING
+        self.conn.flow.resume(BACKEND_BUSY)
         self.conn.upstream_failed(self, kind)
 
+    def up_pause(self) -> None:
+        self.conn.flow.pause(BACKEND_BUSY)
+
+    def up_resume(self) -> None:
+        self.conn.flow.resume(BACKEND_BUSY)
+
+    # -- called by the client connection ----------------------------------------------------
     def abandon(self, now: float) -> None:
         """Stop this exchange's backend work for a reason that says nothing about the host
         (client gone or too slow, request body broken, a backend limit): the breaker ticket is
@@ -177,10 +214,4 @@ class Exchange:
         up = self.up
         if up is not None:
             self.up = None
-            up.abort()  # its state is unknown: never back to the pool
-
-    def up_pause(self) -> None:
-        self.conn.pause_reading(2)
-
-    def up_resume(self) -> None:
-        self.conn.resume_reading(2)
+            up.detach()  # its state is unknown: never back to the pool

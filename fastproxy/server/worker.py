@@ -34,8 +34,8 @@ from fastproxy.http.response import DateCache
 from fastproxy.server import malloc
 from fastproxy.server.connection import ClientConnection
 from fastproxy.server.listen import ListenError, make_listener, reason, show_addr
-from fastproxy.upstream.connection import Pool
 from fastproxy.upstream.dns import DNSCache
+from fastproxy.upstream.pool import Pool
 
 log = logging.getLogger("fastproxy")
 
@@ -279,7 +279,7 @@ class Worker:
         if self.admin_server is not None:
             self.admin_server.close()
         for conn in list(self.conns):
-            if not conn.queue and conn.cur is None:
+            if conn.idle():
                 conn.closing = True
                 conn.transport.close()
         if not self.conns and not self.done.done():

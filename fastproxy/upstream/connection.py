@@ -1,38 +1,51 @@
-"""The backend-facing protocol and the keep-alive pool.
+"""The backend-facing protocol: one keep-alive connection to one backend host.
 
-Owns: parsing backend responses with httptools, removing hop-by-hop response headers, deciding
-framing for the client (a Transfer-Encoding other than one final `chunked` is malformed: 502),
-and the one rule of reuse: a connection goes back to the pool only when its response was
-completely and correctly framed, the request was completely sent, the backend did not ask to
-close, and nothing unexpected arrived. Anything else closes it.
+Owns: reading backend responses (llhttp validates the bytes; `http.head.scan_response` reads
+the head once from its raw bytes: status, framing, the end-to-end header lines), and the one
+rule of reuse: a connection goes back to its pool only when its response was completely and
+correctly framed, the request was completely sent, the backend did not ask to close, and
+nothing unexpected arrived. Anything else closes it. Only this class decides `reusable`.
 
-An exchange (server side) is attached while a request uses the connection; the connection calls
-`x.up_head`, `x.up_body`, `x.up_end`, `x.up_error` and the flow-control pair `x.up_pause` /
-`x.up_resume`. Errors are mapped once here to kinds: "connect", "reset", "malformed", "timeout".
+While a request uses the connection a `ResponseSink` (the client side's exchange) is attached;
+the connection hands it the response (`up_head`, `up_body`, `up_end`), a failure (`up_error`,
+with a `FailureKind`), the end of each read (`up_flush`: what one backend read produced leaves
+in one client write), and its own write pressure (`up_pause`/`up_resume`: the backend cannot
+take more of the request body). The client side slows this connection down only through
+`pause_reading`/`resume_reading`: each side owns its own transport.
 """
 
 import asyncio
-import collections
 import socket
-import ssl as _ssl
 import struct
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import httptools
 
-from fastproxy.upstream.dns import DNSError
+from fastproxy.http.head import ResponseHead, scan_response
+from fastproxy.upstream.errors import FailureKind
 
-HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
-                        b"upgrade", b"trailer", b"content-length", b"proxy-authenticate"))
-
-# Connection tokens that name no end-to-end header: nothing to filter for them.
-_NOT_LISTED = HOP_BY_HOP | {b"close"}
-# The Connection values nearly every backend sends: nothing to parse for them.
-_PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
+if TYPE_CHECKING:
+    from fastproxy.upstream.pool import Pool
 
 IDLE, BUSY, CLOSED = 0, 1, 2
+MAX_RESPONSE_HEAD = 64 * 1024  # a backend head larger than this is malformed
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+class ResponseSink(Protocol):
+    """What a backend connection talks to while a request uses it."""
+
+    def up_head(self, head: ResponseHead) -> None: ...
+    def up_body(self, data: bytes) -> None: ...
+    def up_end(self, framed: bool) -> bool:
+        """The response ended (`framed`: by its own framing, not by the close); returns
+        whether the whole request had been sent (else the connection cannot be reused)."""
+        ...
+    def up_error(self, kind: FailureKind) -> None: ...
+    def up_flush(self) -> None: ...
+    def up_pause(self) -> None: ...
+    def up_resume(self) -> None: ...
 
 
 def set_nodelay(transport: Any) -> None:
@@ -47,30 +60,26 @@ def set_nodelay(transport: Any) -> None:
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "parser", "x", "state", "released_at", "headers",
-                 "head_request", "reusable", "paused", "resp_started", "framed", "_skip_rest", "reused",
-                 "feeding", "release_pending", "sent_at")
+    __slots__ = ("pool", "transport", "parser", "sink", "state", "released_at", "pending", "head_request",
+                 "reusable", "reading_paused", "resp_started", "framed", "reused", "ended", "sent_at")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
-        self.x: Any = None
+        self.sink: Optional[ResponseSink] = None
         self.state = BUSY
         self.released_at = 0.0
-        self.headers: list = []
+        self.pending = b""  # the start of a response head cut across reads
         self.head_request = False
         self.reusable = True
-        self.paused = False
+        self.reading_paused = False  # by the client side: it cannot take the response as fast
         self.resp_started = False
         self.framed = False  # response length known (CL or chunked), so its end is detectable
-        self._skip_rest = False
         self.reused = False
-        # A response that ends inside a read is released only once the rest of that read is
-        # parsed: stray bytes after it (a lying Content-Length, a body after a HEAD answer) must
-        # close the connection, not reach the next exchange.
-        self.feeding = False
-        self.release_pending: Optional[float] = None
+        # The response ended inside the read being parsed: the connection is released only once
+        # the rest of that read is parsed (stray bytes after it close the connection instead).
+        self.ended = False
         # when the current request went to this connection, on the high-resolution clock: the
         # loop's clock (uvloop) counts whole milliseconds, ten times a loopback backend's answer
         self.sent_at = 0.0
@@ -81,35 +90,78 @@ class UpstreamConnection(asyncio.Protocol):
         set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.x is None:
-            # Bytes from a backend while no request is outstanding: the stream is out of step.
+        sink = self.sink
+        if sink is None:  # bytes while no request is outstanding: the stream is out of step
             self.close()
             return
-        self.feeding = True
+        if not self.resp_started:
+            data = self._read_head(sink, data)
+            if not data:
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.reusable = False
-            x = self.x
-            if x is not None:
-                self.x = None
-                x.up_error(self, "malformed")
-            self.close()
+            self.fail(FailureKind.MALFORMED)
             return
-        finally:
-            self.feeding = False
-            x = self.x
-            if x is not None and x.out:
-                x.flush_out()
-            pending = self.release_pending
-            if pending is not None:
-                self.release_pending = None
-                self.release(pending)
-        if self._skip_rest:
-            # HEAD answered: llhttp cannot know the method, so start a fresh parser for the
-            # next response; any body bytes that came with the head made the stream suspect.
-            self._skip_rest = False
+        if self.ended:
+            self.ended = False
+            self.release()
+        elif self.sink is not None:
+            self.sink.up_flush()
+
+    def _read_head(self, sink: ResponseSink, data: bytes) -> bytes:
+        """Find and read the response head; return what is left to feed the parser (the head
+        and what followed it), or b"" when that is nothing or the connection failed."""
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        while True:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_RESPONSE_HEAD:
+                    self.fail(FailureKind.MALFORMED)
+                else:
+                    self.pending = data
+                return b""
+            end += 4
+            try:
+                head = scan_response(data[:end], self.head_request)
+                if head.status < 200:
+                    if head.status == 101:
+                        raise ValueError("upgrade not supported")
+                    # 100/102/103: interim, never relayed (we answer 100-continue ourselves)
+                    self.parser.feed_data(data[:end])
+                    data = data[end:]
+                    if not data:
+                        return b""
+                    continue
+            except (ValueError, httptools.HttpParserError):
+                self.fail(FailureKind.MALFORMED)
+                return b""
+            break
+        self.resp_started = True
+        length = head.length
+        self.framed = head.chunked or length >= 0 or length == -2
+        if not head.keep_alive:
+            self.reusable = False
+        sink.up_head(head)
+        if self.head_request:
+            # llhttp cannot know the request was HEAD: the head is validated alone and a fresh
+            # parser reads the next response; bytes after it made the stream suspect.
+            try:
+                self.parser.feed_data(data[:end])
+            except httptools.HttpParserError:
+                self.fail(FailureKind.MALFORMED)
+                return b""
             self.parser = httptools.HttpResponseParser(self)
+            if len(data) > end:
+                self.reusable = False
+            self.sink = None
+            if not sink.up_end(True):
+                self.reusable = False
+            self.release()
+            return b""
+        return data
 
     def eof_received(self) -> Optional[bool]:
         return False
@@ -118,133 +170,104 @@ class UpstreamConnection(asyncio.Protocol):
         prev = self.state
         self.state = CLOSED
         self.pool.forget(self)
-        x = self.x
-        if x is None or prev == CLOSED:
+        sink = self.sink
+        if sink is None or prev == CLOSED:
             return
-        self.x = None
+        self.sink = None
         if self.resp_started and not self.framed and exc is None:
             # close-delimited body: an orderly close is its end (a reset is not)
-            x.up_end(self, False)
+            sink.up_end(False)
         else:
-            x.up_error(self, "reset")
+            sink.up_error(FailureKind.STALE if self.reused and not self.resp_started else FailureKind.RESET)
 
     def pause_writing(self) -> None:
-        if self.x is not None:
-            self.x.up_pause()
+        if self.sink is not None:
+            self.sink.up_pause()
 
     def resume_writing(self) -> None:
-        if self.x is not None:
-            self.x.up_resume()
+        if self.sink is not None:
+            self.sink.up_resume()
 
-    # -- httptools callbacks (no on_status: the status line is regenerated with the standard
-    # reason phrase, which RFC 9112 §4 says clients ignore; one callback less per response) ----
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        status = parser.get_status_code()
-        if status < 200:
-            if status == 101:
-                raise ValueError("upgrade not supported")
-            self.headers = []
-            return  # 100/102/103: interim, never relayed (we answer 100-continue ourselves)
-        te: Optional[bytes] = None
-        length = -1
-        conn_tokens: Optional[set] = None
-        kept = []  # header lines for the client, ready to join
-        headers = self.headers
-        self.headers = []
-        for name, value in headers:
-            lname = name.lower()
-            if lname in HOP_BY_HOP:
-                if lname == b"content-length":
-                    length = int(value)
-                elif lname == b"transfer-encoding":
-                    te = value if te is None else te + b"," + value
-                elif lname == b"connection" and value not in _PLAIN_CONNECTION:
-                    tokens = {t.strip().lower() for t in value.split(b",")}
-                    conn_tokens = tokens if conn_tokens is None else conn_tokens | tokens
-                continue
-            kept.append(name + b": " + value + b"\r\n")
-        chunked = te is not None
-        if chunked and te != b"chunked" and te.strip(b" \t").lower() != b"chunked":
-            # RFC 9112 §6.1, §7: chunked exactly once, as the final coding. `chunked, chunked`
-            # or a final coding other than chunked (a close-delimited body under a TE header)
-            # is malformed: 502, as HAProxy answers, and the connection is closed. Any coding
-            # besides chunked (`gzip, chunked`) is a 502 too: Transfer-Encoding is hop-by-hop
-            # and only the chunking is undone, so the client would get gzip bytes it cannot tell.
-            raise ValueError(f"unsupported Transfer-Encoding {te[:40]!r} from the backend: only chunked")
-        if conn_tokens:
-            conn_tokens -= _NOT_LISTED
-        if conn_tokens:  # headers the backend named in Connection are hop-by-hop too
-            kept = [line for line in kept if line.split(b":", 1)[0].lower() not in conn_tokens]
-        no_body = self.head_request or status == 204 or status == 304
-        if no_body:
-            self.framed = True
-            if self.head_request:
-                self._skip_rest = True
-        else:
-            self.framed = chunked or length >= 0
-        self.resp_started = True
-        if not parser.should_keep_alive():
+    # -- httptools callbacks: the body and the end (no per-header callback: see http.head) --
+    def on_message_begin(self) -> None:
+        if self.ended:  # a second response in the read that ended one: the stream is out of step
             self.reusable = False
-        if no_body:
-            # HEAD keeps the backend's Content-Length (it describes the GET); the exchange sends no body
-            length = length if self.head_request and length >= 0 and status not in (204, 304) else -2
-        elif chunked:
-            length = -1
-        self.x.up_head(self, status, kept, length)
-        if no_body and self.x is not None:
-            x = self.x
-            self.x = None
-            x.up_end(self, True)
 
     def on_body(self, body: bytes) -> None:
-        x = self.x
-        if x is not None:
-            x.up_body(body)
-        elif self.head_request:
-            self.reusable = False
+        sink = self.sink
+        if sink is not None:
+            sink.up_body(body)
 
     def on_message_complete(self) -> None:
-        x = self.x
-        if x is None or not self.resp_started:
-            return
-        self.x = None
-        x.up_end(self, True)
+        sink = self.sink
+        if sink is None or not self.resp_started:
+            return  # an interim response's end
+        self.sink = None
+        self.ended = True
+        if not sink.up_end(True):
+            self.reusable = False  # the backend answered before the whole request went out
 
-    # -- used by the exchange ---------------------------------------------------------------
-    def start(self, x: Any, head: bytes, is_head: bool) -> None:
-        self.x = x
+    # -- used by the client side ------------------------------------------------------------
+    def start(self, sink: ResponseSink, head: bytes, is_head: bool) -> None:
+        self.sink = sink
         self.state = BUSY
         self.head_request = is_head
         self.resp_started = False
         self.framed = False
+        self.ended = False
         self.sent_at = time.perf_counter()
         if head:  # (empty: the client connection writes it once the read is parsed)
             self.transport.write(head)
 
-    def release(self, now: float) -> None:
+    def write(self, data: bytes) -> None:
+        """Request bytes (body) for the backend."""
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        if not self.transport.is_closing():
+            self.transport.writelines(parts)
+
+    def pause_reading(self) -> None:
+        """The client cannot take the response as fast: stop reading it."""
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def fail(self, kind: FailureKind) -> None:
+        """The backend broke the exchange: tell the sink and close the connection."""
+        self.reusable = False
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink.up_error(kind)
+        self.close()
+
+    def release(self) -> None:
         """Back to the pool if the exchange ended cleanly; otherwise close."""
-        self.x = None
-        if self.feeding:
-            self.release_pending = now  # decided once the rest of this read is parsed
-            return
+        self.sink = None
         if self.reusable and self.state == BUSY and not self.transport.is_closing():
             self.state = IDLE
-            self.released_at = now
+            self.released_at = self.pool.clock()
             self.resp_started = False
-            if self.paused:
-                self.paused = False
-                self.transport.resume_reading()
+            self.resume_reading()
             self.pool.put(self)
         else:
             self.close()
 
+    def detach(self) -> None:
+        """The client side gave up on the response in flight (no failure of the host): the
+        connection's state is unknown, so it is reset, never reused."""
+        self.abort()
+
     def close(self) -> None:
         self.state = CLOSED
-        self.x = None
+        self.sink = None
         if self.transport is not None:
             self.transport.close()
         self.pool.forget(self)
@@ -255,7 +278,7 @@ class UpstreamConnection(asyncio.Protocol):
         its input."""
         self.reusable = False
         self.state = CLOSED
-        self.x = None
+        self.sink = None
         t = self.transport
         if t is not None:
             sock = t.get_extra_info("socket")
@@ -266,90 +289,3 @@ class UpstreamConnection(asyncio.Protocol):
                     pass
             t.abort()
         self.pool.forget(self)
-
-
-class Pool:
-    """Idle keep-alive connections to one backend host, per worker: LIFO reuse, FIFO expiry."""
-
-    __slots__ = ("target", "idle", "max_idle", "idle_timeout", "loop", "dns", "connect_timeout",
-                 "ssl", "opened")
-
-    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop, dns: Any, max_idle: int,
-                 idle_timeout: float, connect_timeout: float) -> None:
-        self.target = target
-        self.idle: collections.deque = collections.deque()
-        self.max_idle = max_idle
-        self.idle_timeout = idle_timeout
-        self.loop = loop
-        self.dns = dns
-        self.connect_timeout = connect_timeout
-        self.ssl = _ssl.create_default_context() if target.scheme == "https" else None
-        self.opened = 0
-
-    def get(self, now: float) -> Optional[UpstreamConnection]:
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if conn.state == IDLE and now - conn.released_at < self.idle_timeout:
-                conn.reused = True
-                return conn
-            conn.close()
-        return None
-
-    def put(self, conn: UpstreamConnection) -> None:
-        if len(self.idle) >= self.max_idle:
-            conn.close()
-            return
-        self.idle.append(conn)
-
-    def forget(self, conn: UpstreamConnection) -> None:
-        if conn.state == CLOSED and conn.released_at and conn in self.idle:
-            try:
-                self.idle.remove(conn)
-            except ValueError:
-                pass
-
-    def expire(self, now: float) -> None:
-        idle = self.idle
-        while idle and now - idle[0].released_at >= self.idle_timeout:
-            idle.popleft().close()
-
-    async def connect(self) -> UpstreamConnection:
-        """Open a new connection; raise ConnectError(kind)."""
-        t = self.target
-        deadline = self.loop.time() + self.connect_timeout
-        try:
-            addrs = await asyncio.wait_for(self.dns.resolve_all(t.host), self.connect_timeout)
-        except TimeoutError:
-            raise ConnectError("timeout", f"resolving {t.host} timed out") from None
-        except DNSError as exc:
-            raise ConnectError("connect", str(exc)) from None
-        error: Optional[BaseException] = None
-        for addr in addrs:  # a name with several addresses: the next one when one refuses
-            left = deadline - self.loop.time()
-            if left <= 0:
-                break
-            try:
-                _, conn = await asyncio.wait_for(
-                    self.loop.create_connection(lambda: UpstreamConnection(self), addr, t.port, ssl=self.ssl,
-                                                server_hostname=t.host if self.ssl else None), left)
-            except TimeoutError:
-                raise ConnectError("timeout", f"connect to {t.key} timed out") from None
-            except (OSError, _ssl.SSLError) as exc:
-                error = exc
-                continue
-            self.opened += 1
-            return conn
-        if error is None:
-            raise ConnectError("timeout", f"connect to {t.key} timed out")
-        raise ConnectError("connect", f"connect to {t.key}: {getattr(error, 'strerror', None) or error}")
-
-    def close_all(self) -> None:
-        while self.idle:
-            self.idle.pop().close()
-
-
-class ConnectError(Exception):
-    def __init__(self, kind: str, msg: str) -> None:
-        super().__init__(msg)
-        self.kind = kind
