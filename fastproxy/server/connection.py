@@ -2,7 +2,8 @@
 
 Phases of one request (SPEC §3 order; each phase's logic lives in its own module):
   accept → parse head (httptools + `http.request` rules) → route → client IP → policies
-  (`route.checks`: ip filter, geofence, bot detector, rate limits) → pick upstream host
+  (the route's live checks in the worker's State: ip filter, geofence, bot detector, rate
+  limits) → pick upstream host
   (round robin; breakers skip open hosts) → backend policies → send head and stream the body →
   stream the response → log.
 
@@ -426,9 +427,10 @@ class ClientConnection(asyncio.Protocol):
         x.route = route
         x.params = params
         x.rest = rest
+        x.rstate = rs = w.state.routes[route.index]  # this worker's live objects of the route
         resolver = snap.client_ip
         x.client_ip = resolver.resolve(self.peer, x.headers) if resolver is not None else self.peer
-        if route.checks:
+        if rs.checks:
             x.phase = CHECKING
             self.run_checks(x, 0)
         else:
@@ -437,7 +439,7 @@ class ClientConnection(asyncio.Protocol):
     def run_checks(self, x: Exchange, i: int) -> None:
         """Policies in SPEC order from `i`. A policy that must wait (a Redis limit) returns a
         future; the chain resumes from the next policy when it resolves."""
-        checks = x.route.checks
+        checks = x.rstate.checks
         n = len(checks)
         now = self.w.clock()
         try:
@@ -480,24 +482,24 @@ class ClientConnection(asyncio.Protocol):
     def send_upstream(self, x: Exchange, avoid: Any, now: float, fresh: bool = False) -> None:
         """Pick a host and a connection for `x` (`now`: the clock in this loop iteration)."""
         route = x.route
+        rs = x.rstate
         w = self.w
         targets = route.targets
-        breakers = route.breakers
+        breakers = rs.breakers
         n = len(targets)
-        rr = route.rr
         target = None
         if breakers is None:
             if n == 1:
                 target = targets[0]
             else:
-                i = rr[0]
-                rr[0] = i + 1
+                i = rs.rr
+                rs.rr = i + 1
                 target = targets[i % n]
                 if target is avoid:
                     target = targets[(i + 1) % n]
         else:
-            i = rr[0]
-            rr[0] = i + 1
+            i = rs.rr
+            rs.rr = i + 1
             for k in range(n):
                 t = targets[(i + k) % n]
                 if t is avoid and n > 1:
@@ -515,7 +517,7 @@ class ClientConnection(asyncio.Protocol):
                 self.respond(x, 503, "circuit open", extra=((b"Retry-After", retry_after_value(retry)),))
                 return
         x.target = target
-        bchecks = route.backend_checks
+        bchecks = rs.backend_checks
         if bchecks:
             try:
                 for check in bchecks:

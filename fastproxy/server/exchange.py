@@ -30,7 +30,7 @@ class Exchange:
     # and the fields that keep their default are never written (neutral within noise on
     # bench/micro_request.py). Fields, by phase: head (method, url, version, headers,
     # keep_alive, host, host_count, cl, chunked, expect, ua, conn_opts, path, query), body (body_done,
-    # body_size, body_buf, body_sent), policies (route, params, rest, client_ip, rl, up_extra),
+    # body_size, body_buf, body_sent), policies (route, rstate, params, rest, client_ip, rl, up_extra),
     # backend (up, target, breaker, ticket, retried, started), response (phase, status,
     # resp_mode, head_sent, out, reason, error, recorded).
     method: Optional[bytes] = None
@@ -51,6 +51,7 @@ class Exchange:
     body_buf: Optional[list] = None
     body_sent = False
     route: Any = None
+    rstate: Any = None  # the route's policies.state.RouteState in this worker
     params: Optional[dict] = None
     rest: Optional[bytes] = None
     client_ip: Optional[str] = None
@@ -146,7 +147,7 @@ class Exchange:
             self.out.append(b"0\r\n\r\n")
         now = conn.w.clock()
         if self.breaker is not None:  # known before the last bytes leave (and logged by then)
-            self.breaker.after(self.ticket, self.route.breakers.ok(self.status), now)
+            self.breaker.after(self.ticket, self.rstate.breakers.ok(self.status), now)
             self.breaker = None
         conn.record(self)
         if self.out:
