@@ -1,6 +1,7 @@
 """Command line: `fastproxy run | check | version` (SPEC §1). Nothing else lives here."""
 
 import argparse
+import dataclasses
 import logging
 import sys
 from typing import Optional
@@ -56,7 +57,7 @@ def main(argv: Optional[list] = None) -> int:
         if not 0 <= args.port <= 65535:
             print(f"fastproxy: -p expects a port 0-65535, found {args.port}", file=sys.stderr)
             return 1
-        snap.port = args.port
+        snap = dataclasses.replace(snap, port=args.port)  # the snapshot is frozen: a copy, before it is shared
         if snap.admin_port and snap.admin_port == snap.port:
             print(f"fastproxy: -p {args.port} is the admin port (extra_config.fastproxy.admin.port): choose another",
                   file=sys.stderr)
@@ -65,7 +66,7 @@ def main(argv: Optional[list] = None) -> int:
         if args.workers < 1:
             print(f"fastproxy: -w expects at least 1 worker, found {args.workers}", file=sys.stderr)
             return 1
-        snap.workers = args.workers
+        snap = dataclasses.replace(snap, workers=args.workers)
     from fastproxy.server.listen import ListenError
     from fastproxy.server.master import run
 

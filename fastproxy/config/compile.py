@@ -4,13 +4,16 @@ Owns every check of meaning (durations, ranges, patterns, hosts, namespaces) and
 problems before failing, so `fastproxy check` lists every error at once, each with its JSON path.
 Nothing here runs per request: the server reaches the compiled route table, the per-route
 backend templates and policy chains through the Snapshot, and a reload swaps that reference.
+The Snapshot and everything in it are frozen; what requests change (buckets, breakers, the
+round-robin position) is each worker's `policies.state.State`, built from the Snapshot.
 
 Extension: a namespace in `extra_config` is compiled by the handler the table of
 `policies/registry.py` names for its level; handlers add policy objects to the route's chain,
-which is sorted into SPEC order.
+which is sorted into SPEC order, and tell each other about the route through its `RouteDraft`.
 """
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
@@ -22,16 +25,18 @@ from fastproxy.config.load import ConfigError, load_file, with_positions
 from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment, listing
 from fastproxy.config.problems import Problems, kind_of
 from fastproxy.http.request import forwardable_name
-from fastproxy.policies import registry
+from fastproxy.policies import Policy, RouteDraft, registry
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
+from fastproxy.security.clientip import ClientIPResolver
 from fastproxy.security.policy import client_ip_resolver
+from fastproxy.upstream.breakers import BreakerConfig
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 MAX_WORKERS = 512  # processes per instance; more is a typo, not a machine
 RESERVED_PATHS = ("/__health",)  # answered by fastproxy itself (lura refuses them too)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     """One backend host: where to connect and what to send as Host."""
 
@@ -42,7 +47,7 @@ class Target:
     key: str  # "scheme://host:port", the pool and breaker identity
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Protocol:
     """Protocol limits and timeouts of SPEC §4 (seconds, bytes)."""
 
@@ -63,40 +68,33 @@ class Protocol:
     return_error_msg: bool
 
 
+@dataclass(frozen=True, slots=True)
 class Route:
-    """What one (endpoint, method) needs per request, all precomputed. The namespace handlers
-    fill the policy chains and the breakers while the route is compiled."""
+    """What one (endpoint, method) needs per request, all precomputed. Its policy chains are
+    compiled policies; what they change per request (buckets, breakers, the round-robin
+    position) is in the worker's `policies.state.State`, at `routes[index]`."""
 
-    __slots__ = ("name", "method", "timeout", "targets", "upstream_method", "template",
-                 "forward_headers", "header_names", "query_mode", "query_names", "wildcard",
-                 "checks", "backend_checks", "breakers", "valid_statuses", "rr")
-
-    def __init__(self, name: str, method: str, timeout: float, targets: tuple[Target, ...],
-                 upstream_method: Optional[bytes], template: tuple[bytes | str, ...], forward_headers: bool,
-                 header_names: frozenset[bytes], query_mode: int, query_names: frozenset[bytes],
-                 wildcard: bool) -> None:
-        self.name = name
-        self.method = method
-        self.timeout = timeout
-        self.targets = targets
-        self.upstream_method = upstream_method
-        self.template = template  # literal parts (bytes) and parameter names (str)
-        self.forward_headers = forward_headers
-        self.header_names = header_names
-        self.query_mode = query_mode
-        self.query_names = query_names
-        self.wildcard = wildcard
-        self.checks: tuple[Any, ...] = ()  # SPEC §3 order, service and endpoint policies
-        self.backend_checks: tuple[Any, ...] = ()
-        self.breakers: Any = None  # the BreakerSet of qos/circuit-breaker, or None
-        self.valid_statuses: Optional[frozenset[int]] = None  # qos/circuit-breaker/http
-        self.rr = [0]  # round-robin position over `targets`
+    name: str
+    method: str
+    timeout: float
+    targets: tuple[Target, ...]
+    upstream_method: Optional[bytes]
+    template: tuple[bytes | str, ...]  # literal parts (bytes) and parameter names (str)
+    forward_headers: bool
+    header_names: frozenset[bytes]
+    query_mode: int
+    query_names: frozenset[bytes]
+    wildcard: bool
+    checks: tuple[Policy, ...]  # SPEC §3 order, service and endpoint policies
+    backend_checks: tuple[Policy, ...]
+    breaker_config: Optional[BreakerConfig]  # qos/circuit-breaker (and /http), or None
+    index: int  # its position in Snapshot.route_list, and of its RouteState in the worker's State
 
 
 QUERY_NONE, QUERY_ALL, QUERY_LIST = 0, 1, 2
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     source: str
     listen_ip: str
@@ -106,11 +104,10 @@ class Snapshot:
     admin_port: int
     protocol: Protocol
     routes: RouteTable
-    route_list: list[Route]
-    targets: dict[str, Target]  # key -> Target
-    client_ip: Any  # ClientIPResolver or None
-    warnings: list[str] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)  # named limiter/breaker state, kept across reloads
+    route_list: tuple[Route, ...]
+    targets: Mapping[str, Target]  # key -> Target
+    client_ip: Optional[ClientIPResolver]
+    warnings: tuple[str, ...] = ()
 
 
 def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) -> Optional[Target]:
@@ -179,8 +176,11 @@ def _template(url_pattern: str, params: set[str], path: str, problems: Problems)
     return tuple(parts)
 
 
-def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
-    """Compile raw decoded data; raise ConfigError listing every problem."""
+def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = None, listen_ip: Optional[str] = None,
+                   workers: Optional[int] = None) -> Snapshot:
+    """Compile raw decoded data; raise ConfigError listing every problem. `port`, `listen_ip` and
+    `workers`, when given, replace the file's (the command line's `-p`/`-w`; a reload keeps the
+    running process's)."""
     problems = Problems(source)
     if not isinstance(raw, dict):
         shown = "an empty document" if raw is None else kind_of(raw)
@@ -278,7 +278,7 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
 
     default_hosts = [t for i, h in enumerate(root.host) if (t := _parse_host(h, f"$.host[{i}]", problems))]
     routes = RouteTable()
-    route_list = []
+    route_list: list[Route] = []
     targets: dict[str, Target] = {}
     first_at: dict[tuple[str, str], str] = {}  # (method, endpoint) -> JSON path of its first definition
     for i, raw_ep in enumerate(root.endpoints):
@@ -364,25 +364,28 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         timeout = problems.duration(ep.timeout, f"{ep_path}.timeout", default_timeout, True)
         ih = ep.input_headers if ep.input_headers is not None else ["Content-Type"]
         iq = ep.input_query_strings or []
+        draft = RouteDraft(ep.endpoint, method)
+        ep_checks = registry.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=draft)
+        be_checks = registry.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=draft)
+        if draft.valid_statuses is not None and draft.breaker is None:
+            problems.error(f'{be_path}.extra_config["qos/circuit-breaker/http"]',
+                           'needs "qos/circuit-breaker" on the same backend')
+        if template is None or not hosts or not usable:
+            continue  # an error was recorded; the policies were still compiled to report theirs
         route = Route(
             name=ep.endpoint, method=method, timeout=timeout, targets=tuple(hosts),
             upstream_method=(be.method.upper().encode() if be.method else None),
-            template=template or (),
+            template=template,
             forward_headers="*" in ih,
             header_names=frozenset(h.lower().encode() for h in ih if h != "*" and forwardable_name(h)),
             query_mode=QUERY_ALL if ("*" in iq or (wildcard and not iq)) else (QUERY_LIST if iq else QUERY_NONE),
             query_names=frozenset(q.encode() for q in iq if q != "*"),
             wildcard=wildcard,
+            checks=policies.order(service_checks + ep_checks),
+            backend_checks=policies.order(be_checks),
+            breaker_config=draft.breaker,
+            index=len(route_list),
         )
-        ep_checks = registry.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=route)
-        be_checks = registry.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=route)
-        if route.valid_statuses is not None and route.breakers is None:
-            problems.error(f'{be_path}.extra_config["qos/circuit-breaker/http"]',
-                           'needs "qos/circuit-breaker" on the same backend')
-        route.checks = policies.order(service_checks + ep_checks)
-        route.backend_checks = policies.order(be_checks)
-        if template is None or not hosts or not usable:
-            continue  # an error was recorded; the policies were still compiled to report theirs
         for t in hosts:
             targets.setdefault(t.key, t)
         try:
@@ -400,18 +403,17 @@ def compile_config(raw: Any, source: str = "<config>") -> Snapshot:
         raise ConfigError(problems.errors, problems.warnings)
     return Snapshot(
         source=source,
-        listen_ip=root.listen_ip or "0.0.0.0",
-        port=root.port,
-        workers=settings.workers,
+        listen_ip=listen_ip if listen_ip is not None else root.listen_ip or "0.0.0.0",
+        port=port if port is not None else root.port,
+        workers=workers if workers is not None else settings.workers,
         admin_ip=settings.admin.listen_ip,
         admin_port=settings.admin.port,
         protocol=proto,
         routes=routes,
-        route_list=route_list,
+        route_list=tuple(route_list),
         targets=targets,
         client_ip=ctx.client_ip,
-        warnings=problems.warnings,
-        state=ctx.state,
+        warnings=tuple(problems.warnings),
     )
 
 
@@ -509,13 +511,11 @@ def _template_error(found: list[tuple[str, str]], problems: Problems) -> None:
                          "the rendered file")
 
 
-def load(path: str, previous: Optional[Snapshot] = None) -> Snapshot:
-    """Read and compile a file; raise ConfigError. `previous` lends its limiter state to the new one."""
+def load(path: str, port: Optional[int] = None, listen_ip: Optional[str] = None,
+         workers: Optional[int] = None) -> Snapshot:
+    """Read and compile a file; raise ConfigError. The overrides are `compile_config`'s."""
     raw = load_file(path)
     try:
-        snap = compile_config(raw, source=path)
+        return compile_config(raw, source=path, port=port, listen_ip=listen_ip, workers=workers)
     except ConfigError as exc:
         raise ConfigError(with_positions(path, exc.problems), exc.warnings) from None
-    if previous is not None:
-        policies.carry_state(previous, snap)
-    return snap

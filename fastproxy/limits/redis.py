@@ -1,23 +1,30 @@
 """Redis-backed limits (`qos/ratelimit/router/redis`, `qos/ratelimit/service/redis`) as request
 policies, and the root `redis` block's connection pools.
 
-A Redis limit is asynchronous: `check` returns a future (from `RedisStore.decide`) and the server
-calls `complete(x, result, now)` when it resolves; `complete` raises Rejection or passes. When the
-store answers FALLBACK (Redis slow or down), the decision is made by the local twin of the same
-limit (`limits.policy.Limit` / `ClientLimit`, split per worker like any stateless limit), or
-passes with `on_failure_allow`. The store (I/O) is `redis_store.py`.
+A Redis limit is asynchronous: the `check` of its live form returns a future (from
+`RedisStore.decide`) and the server calls `complete(x, result, now)` when it resolves; `complete`
+raises Rejection or passes. When the store answers FALLBACK (Redis slow or down), the decision is
+made by the local twin of the same limit (`limits.policy.Limit` / `ClientLimit`, split per worker
+like any stateless limit), or passes with `on_failure_allow`. The store (I/O) is
+`redis_store.py`; each worker has its own per pool, kept across a reload that leaves the pool
+unchanged and closed when a reload changes or drops it (`policies.state`).
 """
 
 import asyncio
-from typing import Any, Optional
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
 import msgspec
 
 from fastproxy.limits.headers import retry_after_value
-from fastproxy.limits.policy import ClientLimit, RouterLimitBlock, check_fields, compile_router_block
+from fastproxy.limits.policy import ClientLimit, Limit, RouterLimitBlock, check_fields, compile_router_block
 from fastproxy.limits.redis_store import FALLBACK, PoolConfig, RedisStore
-from fastproxy.policies import Rejection
+from fastproxy.policies import CompileContext, Policy, Rejection, RouteDraft
+
+if TYPE_CHECKING:
+    from fastproxy.policies.state import Binder
 
 
 class RedisLimitBlock(RouterLimitBlock, frozen=True):
@@ -41,49 +48,71 @@ class RedisRoot(msgspec.Struct, frozen=True):
     clusters: list[Any] = []
 
 
+@dataclass(frozen=True, slots=True)
 class StoreHandle:
-    """Per-configuration handle of a Redis pool; the store itself is created per worker."""
+    """One Redis pool of the configuration; the store (its connections) is per worker."""
 
-    __slots__ = ("cfg", "timeout", "store", "fingerprint")
+    cfg: PoolConfig
+    timeout: float
+    fingerprint: bytes = field(init=False)  # the store's identity across reloads
 
-    def __init__(self, cfg: PoolConfig, timeout: float) -> None:
-        self.cfg = cfg
-        self.timeout = timeout
-        self.store: Optional[RedisStore] = None
-        self.fingerprint = msgspec.json.encode([cfg.name, cfg.host, cfg.port, cfg.db, cfg.pool_size, cfg.dial_timeout,
-                                                cfg.username, cfg.password, timeout])
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        object.__setattr__(self, "fingerprint", msgspec.json.encode(
+            ["redis", cfg.name, cfg.host, cfg.port, cfg.db, cfg.pool_size, cfg.dial_timeout, cfg.username,
+             cfg.password, self.timeout]))
 
-    def start(self, now: float, workers: int, metrics: Any = None) -> None:
-        if self.store is None:
-            self.store = RedisStore(self.cfg, self.timeout)
-        self.store.start(metrics)
-
-    def adopt(self, old: "StoreHandle") -> None:
-        if old.fingerprint == self.fingerprint and old.store is not None:
-            self.store = old.store
-
-    def retire_unless_adopted(self, new_state: Any) -> None:
-        """After a reload: close this pool's connections unless a new handle took the store."""
-        store = self.store
-        if store is not None and not any(getattr(o, "store", None) is store for o in new_state):
-            store.close()
+    def bind(self, binder: "Binder") -> RedisStore:
+        """This worker's store: the previous State's when the pool is unchanged (its connections
+        survive the reload), else a new one; a store no later State takes is closed."""
+        store = binder.entry(self.fingerprint, lambda: RedisStore(self.cfg, self.timeout), RedisStore.close)
+        store.start(binder.metrics)
+        return store
 
 
+@dataclass(frozen=True, slots=True)
 class RedisLimit:
     """The shared twin of a local Limit/ClientLimit: same fields, counters in Redis."""
 
-    __slots__ = ("order", "local", "handle", "prefix", "rate", "cap", "ttl_ms", "allow_on_failure", "client")
+    local: Limit | ClientLimit
+    handle: StoreHandle
+    prefix: bytes
+    allow_on_failure: bool
+    order: int = field(init=False)
+    rate: float = field(init=False)
+    cap: int = field(init=False)
+    ttl_ms: int = field(init=False)
 
-    def __init__(self, local: Any, handle: StoreHandle, prefix: bytes, allow_on_failure: bool) -> None:
-        self.order = local.order
-        self.local = local
-        self.handle = handle
-        self.prefix = prefix
-        self.rate = local.max_rate / local.every
-        self.cap = local.capacity
-        self.ttl_ms = int(local.capacity / self.rate * 1000) + 1000  # full again: the key may go
-        self.allow_on_failure = allow_on_failure
-        self.client = isinstance(local, ClientLimit)
+    def __post_init__(self) -> None:
+        local = self.local
+        rate = local.max_rate / local.every
+        object.__setattr__(self, "order", local.order)
+        object.__setattr__(self, "rate", rate)
+        object.__setattr__(self, "cap", local.capacity)
+        object.__setattr__(self, "ttl_ms", int(local.capacity / rate * 1000) + 1000)  # full again: the key may go
+
+    def bind(self, binder: "Binder") -> "LiveRedisLimit":
+        return LiveRedisLimit(self, binder.bind(self.local), self.handle.bind(binder))
+
+
+class LiveRedisLimit:
+    """A RedisLimit in one worker: its store and its local twin (the fallback)."""
+
+    __slots__ = ("local", "store", "prefix", "rate", "cap", "ttl_ms", "allow_on_failure", "client", "status",
+                 "reason", "policy")
+
+    def __init__(self, limit: RedisLimit, local: Any, store: RedisStore) -> None:
+        self.local = local  # LiveLimit or LiveClientLimit
+        self.store = store
+        self.prefix = limit.prefix
+        self.rate = limit.rate
+        self.cap = limit.cap
+        self.ttl_ms = limit.ttl_ms
+        self.allow_on_failure = limit.allow_on_failure
+        self.client = isinstance(limit.local, ClientLimit)
+        self.status = limit.local.status
+        self.reason = limit.local.reason
+        self.policy = limit.local.policy
 
     def _key(self, x: Any) -> Optional[bytes]:
         if not self.client:
@@ -93,15 +122,17 @@ class RedisLimit:
             return None
         if k.__class__ is str:
             k = k.encode()
-        return self.prefix + k
+        return self.prefix + k  # type: ignore[no-any-return]
 
-    def check(self, x: Any, now: float) -> Optional[asyncio.Future]:
+    def check(self, x: Any, now: float) -> "Optional[asyncio.Future[Any]]":
         key = self._key(x)
         if key is None:
-            return self.local.check(x, now)  # rejects: no client key
-        fut = self.handle.store.decide(key, self.rate, self.cap, self.ttl_ms)
+            self.local.check(x, now)  # rejects: no client key
+            return None
+        fut = self.store.decide(key, self.rate, self.cap, self.ttl_ms)
         if fut is None:
-            return self._fallback(x, now)
+            self._fallback(x, now)
+            return None
         return fut
 
     def complete(self, x: Any, result: Any, now: float) -> None:
@@ -109,24 +140,23 @@ class RedisLimit:
             self._fallback(x, now)
             return
         allowed, remaining, wait, reset = result
-        local = self.local
         if not allowed:
-            x.rl = (local.policy, 0, wait)
-            raise Rejection(local.status, local.reason, ((b"Retry-After", retry_after_value(wait)),))
+            x.rl = (self.policy, 0, wait)
+            raise Rejection(self.status, self.reason, ((b"Retry-After", retry_after_value(wait)),))
         rl = x.rl
         if rl is None or remaining < rl[1]:
-            x.rl = (local.policy, remaining, reset)
+            x.rl = (self.policy, remaining, reset)
 
     def _fallback(self, x: Any, now: float) -> None:
         if not self.allow_on_failure:
             self.local.check(x, now)
 
 
-def _pools(ctx: Any) -> dict:
-    cached = ctx.shared.get("redis_pools")
+def _pools(ctx: CompileContext) -> dict[str, StoreHandle]:
+    cached: Optional[dict[str, StoreHandle]] = ctx.shared.get("redis_pools")
     if cached is not None:
         return cached
-    pools: dict = {}
+    pools: dict[str, StoreHandle] = {}
     ctx.shared["redis_pools"] = pools
     raw = ctx.root.extra_config.get("redis")
     if raw is None:
@@ -159,13 +189,13 @@ def _pools(ctx: Any) -> dict:
         if p.name in pools:
             ctx.problems.error(f"{ppath}.name", f"pool {p.name!r} is defined twice")
             continue
-        handle = StoreHandle(PoolConfig(p.name, host, port, p.db, p.pool_size, dial, p.user_name, p.password), timeout)
-        ctx.state[f"redis:{p.name}"] = handle
-        pools[p.name] = handle
+        pools[p.name] = StoreHandle(PoolConfig(p.name, host, port, p.db, p.pool_size, dial, p.user_name, p.password),
+                                    timeout)
     return pools
 
 
-def compile_redis(raw: Any, path: str, ctx: Any, scope: str, route: Any, shared_key: str) -> list:
+def compile_redis(raw: Any, path: str, ctx: CompileContext, scope: str, route: Optional[RouteDraft],
+                  shared_key: str) -> Sequence[Policy]:
     block = ctx.problems.convert(raw, RedisLimitBlock, path)
     check_fields(ctx, raw, path, RedisLimitBlock)
     if block is None:
@@ -186,9 +216,10 @@ def compile_redis(raw: Any, path: str, ctx: Any, scope: str, route: Any, shared_
                        block.on_failure_allow) for limit in local]
 
 
-def compile_service(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_service(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> Sequence[Policy]:
     return compile_redis(raw, path, ctx, "service", None, "service")
 
 
-def compile_endpoint(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_endpoint(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> Sequence[Policy]:
+    assert route is not None  # an endpoint-level handler
     return compile_redis(raw, path, ctx, "endpoint", route, f"router:{route.method}:{route.name}")

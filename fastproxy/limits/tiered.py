@@ -4,24 +4,31 @@ The `tier_key` header picks the first matching tier (`literal`, `regex` with RE2
 search, `*`: any request); that tier's limits run, local (`ratelimit`) or shared through Redis
 (`ratelimit_redis`); a request that matches no tier is refused with 403. A tier's limits may
 wait on Redis, so the tier runs its own chain (`_run`) and resumes it when a decision arrives.
+The compiled `TieredCheck` is frozen; `bind` gives its live form (`LiveTiered`), whose tiers
+hold the live checks of their limits.
 """
 
 import asyncio
-from typing import Any, Optional
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import msgspec
 
 from fastproxy import policies
 from fastproxy.limits.policy import RouterLimitBlock, check_fields, compile_router_block
 from fastproxy.limits.redis import compile_redis
-from fastproxy.policies import Rejection, chain
+from fastproxy.policies import Check, CompileContext, Policy, Rejection, RouteDraft, chain
+
+if TYPE_CHECKING:
+    from fastproxy.policies.state import Binder
 
 
 class TierBlock(msgspec.Struct, frozen=True):
     tier_value: str = ""
     tier_value_as: str = "literal"
-    ratelimit: Optional[dict] = None
-    ratelimit_redis: Optional[dict] = None
+    ratelimit: Optional[dict[str, Any]] = None
+    ratelimit_redis: Optional[dict[str, Any]] = None
 
 
 class TieredBlock(msgspec.Struct, frozen=True):
@@ -29,15 +36,13 @@ class TieredBlock(msgspec.Struct, frozen=True):
     tiers: list[Any]
 
 
-class Tier:
-    __slots__ = ("kind", "value", "regex", "checks", "name")
+class _Matcher:
+    """How a tier matches the `tier_key` value: `*` any request, `literal` equal, `regex` RE2 search."""
 
-    def __init__(self, kind: str, value: bytes, regex: Any, checks: tuple, name: str) -> None:
-        self.kind = kind
-        self.value = value
-        self.regex = regex
-        self.checks = checks
-        self.name = name
+    __slots__ = ()
+    kind: str
+    value: bytes
+    regex: Any
 
     def matches(self, value: Optional[bytes]) -> bool:
         if self.kind == "*":
@@ -49,22 +54,54 @@ class Tier:
         return self.regex.search(value) is not None
 
 
-def select_tier(tiers: tuple, value: Optional[bytes]) -> Optional[Tier]:
+@dataclass(frozen=True, slots=True)
+class Tier(_Matcher):
+    kind: str
+    value: bytes
+    regex: Any  # a compiled re2 pattern, or None
+    checks: tuple[Policy, ...]
+    name: str
+
+
+M = TypeVar("M", bound=_Matcher)
+
+
+def select_tier(tiers: Sequence[M], value: Optional[bytes]) -> Optional[M]:
     for tier in tiers:
         if tier.matches(value):
             return tier
     return None
 
 
+@dataclass(frozen=True, slots=True)
 class TieredCheck:
-    __slots__ = ("order", "key", "tiers")
+    key: bytes
+    tiers: tuple[Tier, ...]
+    order: int = policies.ORDER_TIERED
 
-    def __init__(self, key: bytes, tiers: tuple) -> None:
-        self.order = policies.ORDER_TIERED
+    def bind(self, binder: "Binder") -> "LiveTiered":
+        return LiveTiered(self.key, tuple(LiveTier(t.kind, t.value, t.regex, binder.chain(t.checks))
+                                          for t in self.tiers))
+
+
+class LiveTier(_Matcher):
+    __slots__ = ("kind", "value", "regex", "checks")
+
+    def __init__(self, kind: str, value: bytes, regex: Any, checks: tuple[Check, ...]) -> None:
+        self.kind = kind
+        self.value = value
+        self.regex = regex
+        self.checks = checks
+
+
+class LiveTiered:
+    __slots__ = ("key", "tiers")
+
+    def __init__(self, key: bytes, tiers: tuple[LiveTier, ...]) -> None:
         self.key = key
         self.tiers = tiers
 
-    def check(self, x: Any, now: float) -> Optional[asyncio.Future]:
+    def check(self, x: Any, now: float) -> "Optional[asyncio.Future[Any]]":
         value = None
         key = self.key
         for lname, _, v in x.headers:
@@ -81,14 +118,14 @@ class TieredCheck:
             raise result
 
 
-def _run(x: Any, checks: tuple, now: float) -> Optional[asyncio.Future]:
+def _run(x: Any, checks: tuple[Check, ...], now: float) -> "Optional[asyncio.Future[Any]]":
     """Run a tier's chain: None when all passed synchronously (raises Rejection), else a
     future of None or the Rejection."""
     pending = chain.run(checks, x, 0, now)
     if pending is None:
         return None
     loop = asyncio.get_running_loop()
-    outer: asyncio.Future = loop.create_future()
+    outer: asyncio.Future[Any] = loop.create_future()
 
     def done(err: Optional[BaseException]) -> None:
         if isinstance(err, Rejection) or err is None:
@@ -100,8 +137,8 @@ def _run(x: Any, checks: tuple, now: float) -> Optional[asyncio.Future]:
     return outer
 
 
-def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
-    import re2
+def _tiered(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft], scope: str) -> Sequence[Policy]:
+    import re2  # type: ignore[import-untyped]
 
     from fastproxy.security.botdetector import _options  # RE2 options shared with the bot detector
 
@@ -113,7 +150,7 @@ def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
         return []
     base = f"tiered:{scope}" + (f":{route.method}:{route.name}" if route is not None else "")
     check_fields(ctx, raw, path, TieredBlock)
-    tiers = []
+    tiers: list[Tier] = []
     for i, rawt in enumerate(block.tiers):
         tpath = f"{path}.tiers[{i}]"
         t = ctx.problems.convert(rawt, TierBlock, tpath)
@@ -145,7 +182,7 @@ def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
             rpath = f"{tpath}.ratelimit"
             b = ctx.problems.convert(t.ratelimit, RouterLimitBlock, rpath)
             check_fields(ctx, t.ratelimit, rpath)
-            checks = [] if b is None else compile_router_block(b, rpath, ctx, scope, route, key)
+            checks: Sequence[Policy] = [] if b is None else compile_router_block(b, rpath, ctx, scope, route, key)
         else:
             checks = compile_redis(t.ratelimit_redis, f"{tpath}.ratelimit_redis", ctx, scope, route, key)
         tiers.append(Tier(kind, t.tier_value.encode(), regex, policies.order(checks), t.tier_value))
@@ -155,9 +192,9 @@ def _tiered(raw: Any, path: str, ctx: Any, route: Any, scope: str) -> list:
     return [TieredCheck(block.tier_key.lower().encode(), tuple(tiers))]
 
 
-def compile_service(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_service(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> Sequence[Policy]:
     return _tiered(raw, path, ctx, None, "service")
 
 
-def compile_endpoint(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_endpoint(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> Sequence[Policy]:
     return _tiered(raw, path, ctx, route, "endpoint")

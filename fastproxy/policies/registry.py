@@ -7,18 +7,15 @@ that guard access are errors (`config/namespaces.py`, fail closed), the others w
 `fastproxy check` tells a migrating user exactly what will be ignored.
 """
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 from fastproxy.config import namespaces
 from fastproxy.limits import policy as local_limits
 from fastproxy.limits import redis as redis_limits
 from fastproxy.limits import tiered
-from fastproxy.policies import CompileContext
+from fastproxy.policies import CompileContext, Handler, Policy, RouteDraft
 from fastproxy.security import policy as security
 from fastproxy.upstream import breakers
-
-Handler = Callable[[Any, str, CompileContext, Any], list[Any]]
 
 HANDLERS: dict[str, dict[str, Handler]] = {
     "service": {
@@ -59,14 +56,15 @@ def known_namespaces() -> set[str]:
             | namespaces.IGNORABLE)
 
 
-def compile_level(level: str, extra: dict[str, Any], path: str, ctx: CompileContext, route: Any = None) -> list[Any]:
+def compile_level(level: str, extra: dict[str, Any], path: str, ctx: CompileContext,
+                  route: Optional[RouteDraft] = None) -> list[Policy]:
     """Compile every namespace of one `extra_config` block; return its policy objects.
 
     Guards fastproxy does not implement are left to `namespaces.fail_closed`, which sees the
     whole file. A control (limit, filter, breaker) placed at a level that does not read it, or
     a misspelt one, is an error: as written it controls nothing.
     """
-    out: list[Any] = []
+    out: list[Policy] = []
     if not isinstance(extra, dict):
         return out
     label = f"{route.method} {route.name}" if route is not None else ""

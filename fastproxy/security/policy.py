@@ -3,21 +3,29 @@
 forms of `ip-filter` and `geoip`.
 
 All rejections are 403 with an empty body, counted per reason. The policies are the pure
-objects of this package; this module only compiles blocks into them and adapts them to the
-request (`check(x, now)`).
+objects of this package; this module only compiles blocks into them (frozen policy objects) and
+adapts them to the request (`check(x, now)`). The IP filter's verdict cache is per worker
+(`LiveIPFilter`); the others have no state of their own and are their own live form.
 """
 
-from typing import Any, Optional
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import msgspec
 
 from fastproxy import policies
-from fastproxy.policies import Rejection
+from fastproxy.policies import CompileContext, Policy, Rejection, RouteDraft
 from fastproxy.security.botdetector import BotDetector, check_pattern
 from fastproxy.security.cidr import parse_network
 from fastproxy.security.clientip import ClientIPResolver
 from fastproxy.security.geo import GeoDB, Geofence, check_country
 from fastproxy.security.ipfilter import IPFilter
+
+if TYPE_CHECKING:
+    from fastproxy.policies.state import Binder
+
+T = TypeVar("T")
 
 
 class IPFilterBlock(msgspec.Struct, frozen=True):
@@ -46,18 +54,29 @@ class GeoIPBlock(msgspec.Struct, frozen=True):
     citydb_path: str = ""
 
 
+@dataclass(frozen=True, slots=True)
 class IPFilterCheck:
-    """Verdicts are cached per address (bounded: cleared when full), since clients repeat."""
+    order: int
+    filter: IPFilter
+    resolver: Optional[ClientIPResolver]
+    reason: str
 
-    __slots__ = ("order", "filter", "resolver", "reason", "verdicts")
+    def bind(self, binder: "Binder") -> "LiveIPFilter":
+        return LiveIPFilter(self)
+
+
+class LiveIPFilter:
+    """An IPFilterCheck in one worker. Verdicts are cached per address (bounded: cleared when
+    full), since clients repeat; the cache starts empty with each configuration."""
+
+    __slots__ = ("filter", "resolver", "reason", "verdicts")
     CACHE = 10_000
 
-    def __init__(self, order: int, flt: IPFilter, resolver: Optional[ClientIPResolver], reason: str) -> None:
-        self.order = order
-        self.filter = flt
-        self.resolver = resolver
-        self.reason = reason
-        self.verdicts: dict = {}
+    def __init__(self, compiled: IPFilterCheck) -> None:
+        self.filter = compiled.filter
+        self.resolver = compiled.resolver
+        self.reason = compiled.reason
+        self.verdicts: dict[Optional[str], bool] = {}
 
     def check(self, x: Any, now: float) -> None:
         r = self.resolver
@@ -72,40 +91,43 @@ class IPFilterCheck:
             raise Rejection(403, self.reason)
 
 
+@dataclass(frozen=True, slots=True)
 class GeofenceCheck:
-    __slots__ = ("order", "fence", "reason")
+    order: int
+    fence: Geofence
+    reason: str
 
-    def __init__(self, order: int, fence: Geofence, reason: str) -> None:
-        self.order = order
-        self.fence = fence
-        self.reason = reason
+    def bind(self, binder: "Binder") -> "GeofenceCheck":
+        return self  # no state of its own (the database's cache is the reader's)
 
     def check(self, x: Any, now: float) -> None:
         if not self.fence.permits(x.client_ip):
             raise Rejection(403, self.reason)
 
 
+@dataclass(frozen=True, slots=True)
 class BotCheck:
-    __slots__ = ("order", "detector", "reason")
+    order: int
+    detector: BotDetector
+    reason: str
 
-    def __init__(self, order: int, detector: BotDetector, reason: str) -> None:
-        self.order = order
-        self.detector = detector
-        self.reason = reason
+    def bind(self, binder: "Binder") -> "BotCheck":
+        return self  # no state of its own (the verdict cache is the detector's)
 
     def check(self, x: Any, now: float) -> None:
         if self.detector.is_bot(x.ua):
             raise Rejection(403, self.reason)
 
 
+@dataclass(frozen=True, slots=True)
 class GeoIPHeader:
     """Never rejects: adds `X-Geoip` (the JSON record of the client IP) to the upstream request."""
 
-    __slots__ = ("order", "db")
+    db: GeoDB
+    order: int = policies.ORDER_IP_FILTER - 1
 
-    def __init__(self, db: GeoDB) -> None:
-        self.order = policies.ORDER_IP_FILTER - 1
-        self.db = db
+    def bind(self, binder: "Binder") -> "GeoIPHeader":
+        return self
 
     def check(self, x: Any, now: float) -> None:
         headers = x.headers
@@ -120,7 +142,7 @@ class GeoIPHeader:
             x.up_extra = (x.up_extra or b"") + b"X-Geoip: " + value + b"\r\n"
 
 
-def _guard(ctx: Any, path: str, fn: Any, *args: Any, **kw: Any) -> Any:
+def _guard(ctx: CompileContext, path: str, fn: Callable[..., T], *args: Any, **kw: Any) -> Optional[T]:
     try:
         return fn(*args, **kw)
     except ValueError as exc:
@@ -128,7 +150,7 @@ def _guard(ctx: Any, path: str, fn: Any, *args: Any, **kw: Any) -> Any:
         return None
 
 
-def _ip_filter(block: IPFilterBlock, path: str, ctx: Any) -> list:
+def _ip_filter(block: IPFilterBlock, path: str, ctx: CompileContext) -> list[Policy]:
     if not block.CIDR:
         ctx.problems.error(f"{path}.CIDR", "expected a list of networks or addresses, found none")
         return []
@@ -149,12 +171,12 @@ def _ip_filter(block: IPFilterBlock, path: str, ctx: Any) -> list:
     return [IPFilterCheck(policies.ORDER_IP_FILTER, flt, resolver, "ip filter")]
 
 
-def compile_ip_filter(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_ip_filter(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> Sequence[Policy]:
     block = ctx.problems.control_block(raw, IPFilterBlock, path)
     return [] if block is None else _ip_filter(block, path, ctx)
 
 
-def compile_bot_detector(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_bot_detector(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> Sequence[Policy]:
     block = ctx.problems.control_block(raw, BotBlock, path)
     if block is None or not ctx.problems.each(block.patterns, f"{path}.patterns", check_pattern):
         return []
@@ -166,7 +188,7 @@ def compile_bot_detector(raw: Any, path: str, ctx: Any, route: Any) -> list:
     return [BotCheck(order, det, "bot detector")]
 
 
-def compile_geofence(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_geofence(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> Sequence[Policy]:
     block = ctx.problems.control_block(raw, GeofenceBlock, path)
     if block is None:
         return []
@@ -189,14 +211,14 @@ def compile_geofence(raw: Any, path: str, ctx: Any, route: Any) -> list:
     return [] if fence is None else [GeofenceCheck(policies.ORDER_GEOFENCE, fence, "geofence")]
 
 
-def _geodb_at(ctx: Any, db_path: str, path: str) -> Optional[GeoDB]:
-    cache = ctx.shared.setdefault("geodbs", {})
+def _geodb_at(ctx: CompileContext, db_path: str, path: str) -> Optional[GeoDB]:
+    cache: dict[str, Optional[GeoDB]] = ctx.shared.setdefault("geodbs", {})
     if db_path not in cache:
         cache[db_path] = _guard(ctx, path, GeoDB, db_path)
     return cache[db_path]
 
 
-def compile_http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
+def compile_http_server(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> Sequence[Policy]:
     if not isinstance(raw, dict):
         ctx.problems.error(path, f"expected an object, found {type(raw).__name__}")
         return []
@@ -205,7 +227,7 @@ def compile_http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
         names = [names]
     if not isinstance(names, list):
         names = []  # unreadable: config.namespaces.fail_closed refuses it
-    out: list = []
+    out: list[Policy] = []
     for n in names:
         if n == "ip-filter":
             block = ctx.problems.control_block(raw.get("ip-filter", {}), IPFilterBlock, f'{path}["ip-filter"]')
@@ -225,7 +247,7 @@ def compile_http_server(raw: Any, path: str, ctx: Any, route: Any) -> list:
     return out
 
 
-def client_ip_resolver(ctx: Any) -> Optional[ClientIPResolver]:
+def client_ip_resolver(ctx: CompileContext) -> Optional[ClientIPResolver]:
     """Root `router`: trusted_proxies / remote_ip_headers / forwarded_by_client_ip (SPEC §3.9)."""
     r = ctx.router
     if not r.trusted_proxies or r.forwarded_by_client_ip is False:

@@ -24,6 +24,7 @@ from fastproxy.upstream.errors import FailureKind
 if TYPE_CHECKING:
     from fastproxy.breaker import CircuitBreaker
     from fastproxy.config.compile import Route, Target
+    from fastproxy.policies.state import RouteState
     from fastproxy.server.connection import ClientConnection
     from fastproxy.upstream.connection import UpstreamConnection
 
@@ -64,8 +65,8 @@ class Exchange(RequestHead):
     """One request (its head is the RequestHead part) and its response."""
 
     __slots__ = ("conn", "body_left", "chunks", "body_done", "body_size", "body_buf", "body_sent", "route",
-                 "params", "rest", "client_ip", "rl", "up_extra", "up", "target", "breaker", "ticket", "retried",
-                 "started", "phase", "status", "framing", "head_sent", "out", "reason", "error", "recorded")
+                 "rstate", "params", "rest", "client_ip", "rl", "up_extra", "up", "target", "breaker", "ticket",
+                 "retried", "started", "phase", "status", "framing", "head_sent", "out", "reason", "error", "recorded")
 
     def __init__(self, conn: "ClientConnection") -> None:
         RequestHead.__init__(self)
@@ -77,6 +78,7 @@ class Exchange(RequestHead):
         self.body_buf: Optional[list[bytes]] = None  # body received before a backend was attached
         self.body_sent = False
         self.route: Optional[Route] = None
+        self.rstate: Optional[RouteState] = None  # the route's live checks and breakers in this worker
         self.params: Optional[dict[str, bytes]] = None
         self.rest: Optional[bytes] = None
         self.client_ip: Optional[str] = None
@@ -176,9 +178,9 @@ class Exchange(RequestHead):
         b = self.breaker
         if b is not None:  # known before the last bytes leave (and logged by then)
             self.breaker = None
-            route = self.route
-            assert route is not None and route.breakers is not None
-            b.after(self.ticket, route.breakers.ok(self.status), now)
+            rs = self.rstate
+            assert rs is not None and rs.breakers is not None
+            b.after(self.ticket, rs.breakers.ok(self.status), now)
         conn.record(self)
         if self.out:
             self._write_out()

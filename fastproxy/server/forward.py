@@ -48,7 +48,8 @@ def dispatch(conn: "ClientConnection", x: Exchange) -> None:
     x.client_ip = resolver.resolve(conn.peer, x.headers) if resolver is not None else conn.peer
     route = x.route
     assert route is not None
-    checks = route.checks
+    x.rstate = rs = w.state.routes[route.index]
+    checks = rs.checks
     if checks:
         x.phase = CHECKING
         try:
@@ -91,7 +92,9 @@ def send_upstream(conn: "ClientConnection", x: Exchange, avoid: "Optional[Target
     route = x.route
     assert route is not None
     w = conn.w
-    picked = pick(route, avoid, now)
+    rs = x.rstate
+    assert rs is not None
+    picked = pick(route.targets, rs, avoid, now)
     if picked.__class__ is float:
         assert isinstance(picked, float)
         w.metrics.rejected(route.name, "circuit open")
@@ -105,7 +108,7 @@ def send_upstream(conn: "ClientConnection", x: Exchange, avoid: "Optional[Target
         assert not isinstance(picked, float)
         target = picked
     x.target = target
-    bchecks = route.backend_checks
+    bchecks = rs.backend_checks
     if bchecks:
         try:
             for check in bchecks:

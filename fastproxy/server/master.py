@@ -250,14 +250,14 @@ class Master:
 
     def reload(self) -> None:
         try:
-            snap = load(self.config_path)
+            # a worker forked from now on (a replacement) starts with this configuration; the
+            # listener and the worker count stay those of the running process
+            snap = load(self.config_path, port=self.snap.port, listen_ip=self.snap.listen_ip,
+                        workers=self.snap.workers)
         except ConfigError as exc:
             log.error("reload of %s refused, keeping the running configuration:\n  %s", self.config_path,
                       "\n  ".join(exc.problems))
             return
-        # a worker forked from now on (a replacement) starts with this configuration; the
-        # listener and the worker count stay those of the running process
-        snap.port, snap.listen_ip, snap.workers = self.snap.port, self.snap.listen_ip, self.snap.workers
         self.snap = snap
         for pid in self.children:
             os.kill(pid, signal.SIGHUP)

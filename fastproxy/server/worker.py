@@ -1,5 +1,6 @@
 """One worker: one process, one uvloop, its own listening socket (SO_REUSEPORT when there are
-several workers), its own state.
+several workers), its own state (`policies.state.State`: buckets, breakers, Redis stores, the
+round-robin positions, built from the frozen snapshot and rebuilt on reload).
 
 Owns: accepting, with the connection cap: at `max_connections` a new connection is admitted by
 closing the oldest connection that has no request in flight (one still in its head phase, a
@@ -7,7 +8,8 @@ slowloris, or an idle keep-alive one), so slow heads cannot starve new clients; 
 connection has a request in flight is the listener paused (never accept-and-close). The cap is
 also bounded by the open-files limit, raised to its hard limit at worker start. Also: the clock
 tick that sweeps connection deadlines and refreshes the Date header, backend pools, reload
-(SIGHUP: a bad file keeps the old snapshot) and drain (SIGTERM/SIGINT: stop accepting, close
+(SIGHUP: a bad file keeps the old snapshot and state; a good one gets a new State that takes
+over the entries of unchanged policies) and drain (SIGTERM/SIGINT: stop accepting, close
 idle connections, let in-flight ones finish with `Connection: close`, exit when done or at the
 drain deadline).
 """
@@ -31,6 +33,7 @@ from fastproxy.config.compile import Snapshot, load
 from fastproxy.config.load import ConfigError
 from fastproxy.config.schema import Settings
 from fastproxy.http.response import DateCache
+from fastproxy.policies.state import State
 from fastproxy.server import malloc
 from fastproxy.server.connection import ClientConnection
 from fastproxy.server.listen import ListenError, make_listener, reason, show_addr
@@ -72,41 +75,31 @@ class Worker:
         self.config_path = config_path
         self.index = index
         self.date = DateCache()
-        self.conns: dict = {}  # ClientConnection -> None, in the order they were opened
+        self.conns: dict[ClientConnection, None] = {}  # ClientConnection -> None, in the order they were opened
         self.fd_limit = resource.RLIM_INFINITY  # open-files limit (run_worker sets it)
         self.warned_cap = 0
-        self.pools: dict = {}
+        self.pools: dict[str, Pool] = {}
         self.dns = DNSCache(loop)
         self.metrics = metrics_mod.Metrics()
         self.log = log
         self.draining = False
-        self.access_log: Optional[Callable] = self._access_log if snap.protocol.access_log else None
+        self.access_log: Optional[Callable[[ClientConnection, Any], None]] = (
+            self._access_log if snap.protocol.access_log else None)
         self.listener: Optional[socket.socket] = None
         self.accepting = False
         self.adopting = 0  # accepted sockets whose protocol is not made yet: they count against the cap
         self.admin_server: Any = None
         self.done = loop.create_future()
         self.metrics.gauges["fastproxy_breaker_state"] = self._breaker_states
-        self.bind_state(snap)
+        self.state = State(snap, self.clock(), self.metrics)  # what requests change; snap never does
         self._health = msgspec.json.encode({"status": "ok", "pid": os.getpid()})
         self._tick_handle: Any = None
         self._last_date = 0.0
         self._last_publish = 0.0
         self.publish_metrics = bool(os.environ.get(admin.METRICS_DIR_ENV))
 
-    def bind_state(self, snap: Snapshot) -> None:
-        """Create this worker's limiter state for the snapshot (adopted state is kept)."""
-        now = self.clock()
-        for obj in snap.state.values():
-            obj.start(now, snap.workers, self.metrics)
-
-    def _breaker_states(self) -> list:
-        now = self.clock()
-        out: list = []
-        for obj in self.snap.state.values():
-            if hasattr(obj, "states"):
-                out.extend(obj.states(now))
-        return out
+    def _breaker_states(self) -> list[tuple[tuple[str, str], tuple[str, str], int]]:
+        return self.state.breaker_states(self.clock())
 
     # -- accept -------------------------------------------------------------------------------
     def listen(self, sock: socket.socket) -> None:
@@ -136,18 +129,21 @@ class Worker:
         return cap
 
     def _accept(self) -> None:
+        listener = self.listener
+        if listener is None:
+            return
         cap = self.cap()
         for i in range(64):
             if len(self.conns) + self.adopting >= cap:
                 # At the cap, room is made only for a client that is waiting: the listener was
                 # readable when this callback ran; after the first accept, ask it again.
-                if i and not select.select((self.listener,), (), (), 0)[0]:
+                if i and not select.select((listener,), (), (), 0)[0]:
                     return
                 if not self._evict():
                     self._stop_accepting()  # every connection is busy: the tick retries
                     return
             try:
-                sock, _ = self.listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: back off briefly, keep serving
@@ -250,15 +246,15 @@ class Worker:
         if not self.config_path:
             return False
         try:
-            snap = load(self.config_path, previous=self.snap)
+            # the listener and the worker count are fixed for the life of the process
+            old = self.snap
+            snap = load(self.config_path, port=old.port, listen_ip=old.listen_ip, workers=old.workers)
         except ConfigError as exc:
             log.error("reload of %s refused, keeping the running configuration:\n  %s", self.config_path,
                       "\n  ".join(exc.problems))
             return False
-        old = self.snap
-        # the listener and the worker count are fixed for the life of the process
-        snap.port, snap.listen_ip, snap.workers = old.port, old.listen_ip, old.workers
-        self.bind_state(snap)
+        # the new state takes over what unchanged limits, breakers and Redis pools hold
+        self.state = State(snap, self.clock(), self.metrics, previous=self.state)
         self.snap = snap
         p = snap.protocol
         for pool in self.pools.values():  # pools outlive a reload; their knobs follow it
@@ -322,7 +318,7 @@ def run_worker(snap: Snapshot, config_path: Optional[str], sock: Optional[socket
 
 
 async def _serve(loop: asyncio.AbstractEventLoop, snap: Snapshot, config_path: Optional[str],
-                 sock: Optional[socket.socket], ready: Optional[Callable], index: int,
+                 sock: Optional[socket.socket], ready: Optional[Callable[[Worker], None]], index: int,
                  open_files: int = resource.RLIM_INFINITY) -> int:
     w = Worker(snap, loop, config_path, index)
     w.fd_limit = open_files

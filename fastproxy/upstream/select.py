@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Optional, Union
 from fastproxy.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
-    from fastproxy.config.compile import Route, Target
+    from fastproxy.config.compile import Target
+    from fastproxy.policies.state import RouteState
 
 
 class Picked:
@@ -26,24 +27,24 @@ class Picked:
         self.ticket = ticket
 
 
-def pick(route: "Route", avoid: "Optional[Target]", now: float) -> Union["Target", Picked, float]:
+def pick(targets: "tuple[Target, ...]", rs: "RouteState", avoid: "Optional[Target]",
+         now: float) -> Union["Target", Picked, float]:
     """A Target (no breakers), a Picked (with its ticket), or, when every host's breaker is
-    open, the seconds until the first one admits a probe."""
-    targets = route.targets
-    breakers = route.breakers
+    open, the seconds until the first one admits a probe. `rs`: the route's worker state (its
+    breakers and round-robin position)."""
+    breakers = rs.breakers
     n = len(targets)
-    rr = route.rr
     if breakers is None:
         if n == 1:
             return targets[0]
-        i = rr[0]
-        rr[0] = i + 1
+        i = rs.rr
+        rs.rr = i + 1
         target = targets[i % n]
         if target is avoid:
             target = targets[(i + 1) % n]
         return target
-    i = rr[0]
-    rr[0] = i + 1
+    i = rs.rr
+    rs.rr = i + 1
     for k in range(n):
         t = targets[(i + k) % n]
         if t is avoid and n > 1:

@@ -242,7 +242,7 @@ def test_key_ttl_covers_the_time_to_full_and_the_key_expires(redis_server):
 
 
 def test_a_reload_that_changes_a_pool_closes_the_old_one_and_keeps_an_unchanged_one(redis_server):
-    from fastproxy.policies import carry_state
+    from fastproxy.policies.state import State
 
     def snap_with(pool_size: int):
         raw = {"version": 3, "host": ["http://127.0.0.1:1"],
@@ -252,22 +252,22 @@ def test_a_reload_that_changes_a_pool_closes_the_old_one_and_keeps_an_unchanged_
                "endpoints": [{"endpoint": p, "backend": [{"url_pattern": "/"}], "extra_config": {
                    "qos/ratelimit/router/redis": {"connection_name": n, "max_rate": 100}}}
                    for p, n in (("/a", "a"), ("/b", "b"))]}
-        snap = compile_config(raw)
-        for obj in snap.state.values():
-            obj.start(0.0, 1)
-        return snap
+        return compile_config(raw)
+
+    def stores_of(state):
+        """Pool name -> the worker's store, from the live Redis limits of the routes /a and /b."""
+        return {name: rs.checks[0].store for name, rs in zip("ab", state.routes)}
 
     async def go():
-        old = snap_with(4)
-        stores = {k: h.store for k, h in old.state.items() if k.startswith("redis:")}
+        old = State(snap_with(4), 0.0)
+        stores = stores_of(old)
         for s in stores.values():  # make each pool open a connection
             assert (await s.decide(b"fp:test:reload", 100.0, 100, 60000))[0] == 1
-        new = snap_with(8)  # pool "a" changed, "b" did not
-        carry_state(old, new)
+        new = State(snap_with(8), 0.0, previous=old)  # pool "a" changed, "b" did not
         await asyncio.sleep(0.05)
-        assert new.state["redis:b"].store is stores["redis:b"] and stores["redis:b"].up
-        assert new.state["redis:a"].store is not stores["redis:a"]
-        assert stores["redis:a"].up is False  # retired: no more decisions, no probing
-        assert stores["redis:a"].decide(b"fp:test:reload", 100.0, 100, 60000) is None
+        assert stores_of(new)["b"] is stores["b"] and stores["b"].up
+        assert stores_of(new)["a"] is not stores["a"]
+        assert stores["a"].up is False  # retired: no more decisions, no probing
+        assert stores["a"].decide(b"fp:test:reload", 100.0, 100, 60000) is None
 
     asyncio.run(go())

@@ -32,7 +32,7 @@ def settings(**kw) -> dict:
 
 
 def warnings_of(raw) -> list:
-    return compile_config(raw).warnings
+    return list(compile_config(raw).warnings)
 
 
 def at(items: list, path: str) -> list:

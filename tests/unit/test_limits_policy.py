@@ -3,8 +3,8 @@
 `compile_config` and driven on a fake clock (plain floats) with a fake exchange.
 
 What runs a route's policies here is what `ClientConnection.dispatch` / `send_upstream` do: the
-route's `checks` in order, stopping at the first Rejection, then (if all passed) its
-`backend_checks`. Buckets are created by `start(now, workers)` as `Worker.bind_state` does.
+live checks of the route's `RouteState` in order, stopping at the first Rejection, then (if all
+passed) its backend checks. Buckets are created by building a `State`, as the Worker does.
 """
 
 import math
@@ -16,6 +16,7 @@ from fastproxy import policies
 from fastproxy.config.compile import compile_config
 from fastproxy.limits.policy import ClientLimit, Limit
 from fastproxy.policies import Rejection
+from fastproxy.policies.state import State
 from tests.configutil import JUJU_PROXY, JUJU_ROUTER, PROXY, RL, SF_ITEM, SVC, assert_problem, errors_of
 
 HOST = "http://127.0.0.1:8081"
@@ -39,11 +40,30 @@ def cfg(*endpoints: dict, service: dict = None, **root) -> dict:
     return raw
 
 
-def compile_(raw: dict, now: float = 0.0, workers: int = 1):
-    snap = compile_config(raw)
-    for obj in snap.state.values():
-        obj.start(now, workers)
-    return snap
+class Compiled:
+    """A snapshot and one worker's State for it; `route_list` pairs each route with its state."""
+
+    def __init__(self, snap, state: State) -> None:
+        self.snap = snap
+        self.state = state
+        self.warnings = snap.warnings
+        self.route_list = [LiveRoute(r, state.routes[r.index]) for r in snap.route_list]
+
+
+class LiveRoute:
+    """A compiled route (`checks`, `backend_checks`: the compiled policies) and its RouteState."""
+
+    def __init__(self, route, rs) -> None:
+        self.route = route
+        self.rs = rs
+        self.name = route.name
+        self.checks = route.checks
+        self.backend_checks = route.backend_checks
+
+
+def compile_(raw: dict, now: float = 0.0, workers: int = 1, previous: Compiled = None) -> Compiled:
+    snap = compile_config(raw, workers=workers)
+    return Compiled(snap, State(snap, now, previous=previous.state if previous is not None else None))
 
 
 def one(block: dict, path: str = "/a", now: float = 0.0, workers: int = 1):
@@ -65,9 +85,9 @@ class X:
 def run(route, x: X, now: float):
     """Run the route's checks as the server does; None when admitted, else the Rejection."""
     try:
-        for check in route.checks:
+        for check in route.rs.checks:
             check.check(x, now)
-        for check in route.backend_checks:
+        for check in route.rs.backend_checks:
             check.check(x, now)
     except Rejection as rej:
         return rej
@@ -89,7 +109,9 @@ def header(rej: Rejection, name: bytes) -> bytes:
 
 
 def of(route, cls, name: str = None):
-    found = [c for c in route.checks + route.backend_checks if type(c) is cls and (name is None or c.name == name)]
+    """The live limit (its bucket or table; `.limit`: the compiled one) of type `cls` on `route`."""
+    found = [c for c in route.rs.checks + route.rs.backend_checks
+             if type(c.limit) is cls and (name is None or c.limit.name == name)]
     assert len(found) == 1, found
     return found[0]
 
@@ -191,7 +213,7 @@ def test_a_client_key_is_never_confused_across_strategies_or_endpoints():
 ])
 def test_default_capacity_is_the_per_second_rate_rounded_down_at_least_1(block, capacity, rate):
     lim = of(one(block), Limit)
-    assert lim.capacity == capacity
+    assert lim.limit.capacity == capacity
     assert lim.bucket.capacity == capacity
     assert lim.bucket.rate == pytest.approx(rate)
 
@@ -205,21 +227,21 @@ def test_default_capacity_admits_exactly_that_burst():
 def test_client_capacity_defaults_from_client_max_rate_not_max_rate():
     # KrakenD >= v3.2 (issue #31) computes it from max_rate: a client-only block would get 1
     r = one({"client_max_rate": 5, "strategy": "ip"})
-    assert of(r, ClientLimit).capacity == 5
+    assert of(r, ClientLimit).limit.capacity == 5
     assert statuses(r, 0.0, 6) == [200] * 5 + [429]
     r = one({"max_rate": 0.5, "client_max_rate": 20, "strategy": "ip"})
-    assert of(r, ClientLimit).capacity == 20
+    assert of(r, ClientLimit).limit.capacity == 20
     r = one({"max_rate": 100, "client_max_rate": 0.5, "strategy": "ip"})
-    assert of(r, ClientLimit).capacity == 1
+    assert of(r, ClientLimit).limit.capacity == 1
     r = one({"client_max_rate": 5, "client_capacity": 2, "strategy": "ip"})
-    assert of(r, ClientLimit).capacity == 2
+    assert of(r, ClientLimit).limit.capacity == 2
 
 
 def test_sub_second_every_is_honoured_not_clamped_to_1s():
     # 1 per 100ms = 10/s; default capacity = 10 (per second, rounded down)
     r = one({"max_rate": 1, "every": "100ms"})
     lim = of(r, Limit)
-    assert lim.every == pytest.approx(0.1) and lim.capacity == 10
+    assert lim.limit.every == pytest.approx(0.1) and lim.limit.capacity == 10
     assert lim.bucket.rate == pytest.approx(10.0)
     assert statuses(r, 0.0, 11) == [200] * 10 + [503]
     assert statuses(r, 0.05, 1) == [503]
@@ -233,7 +255,7 @@ def test_sub_second_every_is_honoured_not_clamped_to_1s():
 
 def test_client_limit_honours_every_too():
     r = one({"client_max_rate": 3, "every": "1m", "strategy": "ip"})
-    assert of(r, ClientLimit).capacity == 1  # 3/min is below 1/s
+    assert of(r, ClientLimit).limit.capacity == 1  # 3/min is below 1/s
     assert statuses(r, 0.0, 2) == [200, 429]
     assert statuses(r, 19.9, 1) == [429]
     assert statuses(r, 20.0, 1) == [200]
@@ -504,15 +526,15 @@ def test_juju_router_alias_maps_camel_case_and_capacity_equals_rate():
     snap = compile_(cfg(ep("/a", {JUJU_ROUTER: {"maxRate": 7, "clientMaxRate": 3, "strategy": "header", "key": "K"}})))
     r = snap.route_list[0]
     lim, cl = of(r, Limit), of(r, ClientLimit)
-    assert (lim.max_rate, lim.every, lim.capacity, lim.status) == (7, 1.0, 7, 503)
-    assert (cl.max_rate, cl.every, cl.capacity, cl.status, cl.strategy, cl.key) == (3, 1.0, 3, 429, "header", "K")
+    assert (lim.limit.max_rate, lim.limit.every, lim.limit.capacity, lim.status) == (7, 1.0, 7, 503)
+    assert (cl.limit.max_rate, cl.limit.every, cl.limit.capacity, cl.status, cl.strategy, cl.key) == (3, 1.0, 3, 429, "header", "K")
     assert statuses(r, 0.0, 4, headers={"K": "a"}) == [200, 200, 200, 429]
     assert of(r, Limit).bucket.remaining(0.0) == 4
 
 
 def test_juju_router_fractional_rate_gets_capacity_1():
     r = compile_(cfg(ep("/a", {JUJU_ROUTER: {"maxRate": 0.5}}))).route_list[0]
-    assert of(r, Limit).capacity == 1
+    assert of(r, Limit).limit.capacity == 1
     assert statuses(r, 0.0, 2) == [200, 503]
     assert statuses(r, 2.0, 1) == [200]
 
@@ -520,10 +542,10 @@ def test_juju_router_fractional_rate_gets_capacity_1():
 def test_juju_proxy_alias_uses_maxrate_and_capacity_or_the_rate():
     r = compile_(cfg(ep("/a", backend_limits={JUJU_PROXY: {"maxRate": 4}}))).route_list[0]
     lim = of(r, Limit, "backend")
-    assert (lim.max_rate, lim.every, lim.capacity, lim.status) == (4, 1.0, 4, 503)
+    assert (lim.limit.max_rate, lim.limit.every, lim.limit.capacity, lim.status) == (4, 1.0, 4, 503)
     assert statuses(r, 0.0, 5) == [200] * 4 + [503]
     r = compile_(cfg(ep("/a", backend_limits={JUJU_PROXY: {"maxRate": 4, "capacity": 2}}))).route_list[0]
-    assert of(r, Limit, "backend").capacity == 2
+    assert of(r, Limit, "backend").limit.capacity == 2
 
 
 def test_juju_router_errors_keep_the_alias_path():
@@ -548,7 +570,7 @@ def test_worker_split_divides_global_limits_and_keeps_client_limits_whole():
     assert (client.table.rate, client.table.capacity) == (3.0, 7)
     assert (sclient.table.rate, sclient.table.capacity) == (1.0, 3)
     # the configured numbers (and so the advertised policy) are unchanged
-    assert (endpoint.max_rate, endpoint.capacity) == (5, 5)
+    assert (endpoint.limit.max_rate, endpoint.limit.capacity) == (5, 5)
     # service burst: 2 on this worker; the client's 3 service tokens (not split) run out next
     assert statuses(r, 0.0, 4, ip="9.9.9.9") == [200, 200, 503, 429]
 
@@ -567,12 +589,8 @@ def test_worker_split_over_time_admits_capacity_over_n_plus_rate_over_n():
 BLOCK = {"max_rate": 5, "capacity": 5, "client_max_rate": 2, "strategy": "header", "key": "K"}
 
 
-def reload(old_snap, raw):
-    new_snap = compile_config(raw)
-    policies.carry_state(old_snap, new_snap)
-    for obj in new_snap.state.values():
-        obj.start(1.0, 1)
-    return new_snap
+def reload(old, raw):
+    return compile_(raw, 1.0, previous=old)
 
 
 def test_reload_with_the_same_block_keeps_the_bucket_objects_and_their_state():
@@ -601,7 +619,7 @@ def test_reload_with_a_changed_block_starts_fresh_state():
         new = reload(old, cfg(ep("/a", {RL: {**BLOCK, **change}})))
         nr = new.route_list[0]
         assert of(nr, Limit).bucket is not of(r, Limit).bucket, change
-        assert of(nr, Limit).bucket.remaining(1.0) == of(nr, Limit).capacity
+        assert of(nr, Limit).bucket.remaining(1.0) == of(nr, Limit).limit.capacity
     for change in ({"client_max_rate": 3}, {"key": "K2"}, {"strategy": "ip"}, {"client_capacity": 9},
                    {"max_clients": 10}):
         new = reload(old, cfg(ep("/a", {RL: {**BLOCK, **change}})))
@@ -651,7 +669,7 @@ def test_example_config_compiles_with_every_rate_limit_namespace():
             namespaces |= set(b.get("extra_config", {}))
     assert {SVC, RL, PROXY, JUJU_ROUTER, JUJU_PROXY} <= namespaces
     snap = load(path)
-    assert snap.warnings == []
+    assert snap.warnings == ()
     checks = [c for r in snap.route_list for c in r.checks + r.backend_checks]
     assert {c.name for c in checks} == {"service", "service-client", "endpoint", "client", "backend"}
     assert {c.strategy for c in checks if isinstance(c, ClientLimit)} == {"ip", "header", "param"}
