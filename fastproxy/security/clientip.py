@@ -47,7 +47,7 @@ class ClientIPResolver:
                     c in name for c in " \t:\r\n"):
                 raise ValueError(f"invalid header name {name!r}")
         self._headers = tuple(dict.fromkeys(n.lower().encode("ascii") for n in names))
-        self._peers: dict = {}
+        self._peers: dict[str, bool] = {}
 
     def _peer_trusted(self, peer: str) -> bool:
         ok = self._peers.get(peer)

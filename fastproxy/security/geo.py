@@ -32,13 +32,13 @@ _UNSET: Any = object()
 class _Entry:
     __slots__ = ("record", "country", "header")
 
-    def __init__(self, record: dict | None):
+    def __init__(self, record: dict[str, Any] | None):
         self.record = record
         self.country = _country_of(record)
-        self.header = _UNSET
+        self.header: bytes | None = _UNSET  # encoded on first use
 
 
-def _country_of(record: dict | None) -> str | None:
+def _country_of(record: dict[str, Any] | None) -> str | None:
     if not isinstance(record, dict):
         return None
     for key in ("country", "registered_country"):
@@ -84,7 +84,7 @@ class GeoDB:
             cache.popitem(last=False)
         return entry
 
-    def record(self, ip: str) -> dict | None:
+    def record(self, ip: str) -> dict[str, Any] | None:
         return self._entry(ip).record
 
     def country(self, ip: str) -> str | None:
