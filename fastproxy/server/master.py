@@ -249,6 +249,8 @@ class Master:
                 return 0
 
     def reload(self) -> None:
+        if not self.config_path:  # started from a snapshot, not a file: nothing to read again
+            return
         try:
             snap = load(self.config_path)
         except ConfigError as exc:
