@@ -7,7 +7,7 @@ sums the workers' snapshots.
 
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fastproxy.server.exchange import Exchange
@@ -118,7 +118,7 @@ HELP = {
 }
 
 
-def _esc(v: Any) -> str:
+def _esc(v: object) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 

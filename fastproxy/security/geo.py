@@ -15,8 +15,9 @@ country are "unknown" and follow ``unknown`` (``allow`` or ``deny``).
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Final, Literal
 
 import maxminddb
 import msgspec
@@ -26,7 +27,11 @@ from fastproxy.security.cidr import format_ip, parse_ip
 __all__ = ["GeoDB", "Geofence"]
 
 _encode = msgspec.json.encode
-_UNSET: Any = object()
+class _Unset(enum.Enum):
+    UNSET = 0
+
+
+_UNSET: Final = _Unset.UNSET  # an entry's header before it is first asked for
 
 
 class _Entry:
@@ -35,7 +40,7 @@ class _Entry:
     def __init__(self, record: dict[str, Any] | None):
         self.record = record
         self.country = _country_of(record)
-        self.header: bytes | None = _UNSET  # encoded on first use
+        self.header: bytes | None | Literal[_Unset.UNSET] = _UNSET
 
 
 def _country_of(record: dict[str, Any] | None) -> str | None:
