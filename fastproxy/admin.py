@@ -8,16 +8,19 @@ worker 0, sums them. A scrape therefore sees every worker, at most one second st
 import asyncio
 import glob
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from fastproxy import metrics as metrics_mod
 
+if TYPE_CHECKING:
+    from fastproxy.server.worker import Worker
+
 METRICS_DIR_ENV = "FASTPROXY_METRICS_DIR"
 
 
-def publish(w: Any) -> None:
+def publish(w: "Worker") -> None:
     """Write this worker's counters for the admin listener (multi-worker mode only)."""
     d = os.environ.get(METRICS_DIR_ENV)
     if not d:
@@ -29,7 +32,7 @@ def publish(w: Any) -> None:
     os.replace(tmp, path)
 
 
-def collect(w: Any) -> bytes:
+def collect(w: "Worker") -> bytes:
     snaps = [w.metrics.snapshot()]
     d = os.environ.get(METRICS_DIR_ENV)
     if d:
@@ -45,7 +48,7 @@ def collect(w: Any) -> bytes:
     return metrics_mod.render(snaps)
 
 
-async def start(w: Any) -> Any:
+async def start(w: "Worker") -> asyncio.Server:
     snap = w.snap
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -6,7 +6,11 @@ sums the workers' snapshots.
 """
 
 from bisect import bisect_left
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastproxy.server.exchange import Exchange
 
 # Upper bounds in seconds. A backend on loopback answers in about 100 µs, so the scale starts
 # at 0.1 ms; Prometheus' default buckets (from 5 ms) would put every such answer in the first one.
@@ -14,25 +18,31 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
                    5.0, 10.0)
 LATENCY_LABELS = tuple(str(b) for b in LATENCY_BUCKETS) + ("+Inf",)
 
+# One series of a snapshot: (label names, label values, value). A snapshot read back from another
+# worker's JSON file has lists where these are tuples; `render` makes them tuples again.
+LabelValues = tuple[str | int, ...]
+Series = tuple[tuple[str, ...], LabelValues, float]
+Snapshot = dict[str, list[Series]]
+
 
 class Metrics:
     __slots__ = ("requests", "rejections", "upstream_errors", "breaker_transitions", "redis_switches",
                  "connections_open", "connections_total", "evicted", "gauges", "upstream_latency", "passed")
 
     def __init__(self) -> None:
-        self.requests: dict = {}
-        self.rejections: dict = {}
-        self.upstream_errors: dict = {}
-        self.breaker_transitions: dict = {}
-        self.redis_switches: dict = {}
+        self.requests: dict[tuple[str, int], int] = {}  # (route, status)
+        self.rejections: dict[tuple[str, str], int] = {}  # (route, reason)
+        self.upstream_errors: dict[tuple[str, str], int] = {}  # (host, kind)
+        self.breaker_transitions: dict[tuple[str, str, str], int] = {}  # (breaker, host, state)
+        self.redis_switches: dict[tuple[str, str], int] = {}  # (limit, to)
         self.connections_open = 0
         self.connections_total = 0
         self.evicted = 0  # connections closed at the cap to admit a new one
-        self.gauges: dict = {}  # name -> callable returning [(labels, value)]
-        self.upstream_latency: dict = {}  # route -> [bucket counts..., count, sum]
-        self.passed: dict = {}  # route -> requests that passed every policy of the route
+        self.gauges: dict[str, Callable[[], list[Series]]] = {}  # name -> its series, read at scrape
+        self.upstream_latency: dict[str, list[float]] = {}  # route -> [bucket counts (+Inf last)..., sum]
+        self.passed: dict[str, int] = {}  # route -> requests that passed every policy of the route
 
-    def request(self, x: Any) -> None:
+    def request(self, x: "Exchange") -> None:
         route = x.route.name if x.route is not None else ""
         key = (route, x.status)
         r = self.requests
@@ -62,9 +72,9 @@ class Metrics:
         key = (name, target, new)
         self.breaker_transitions[key] = self.breaker_transitions.get(key, 0) + 1
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Snapshot:
         """Plain data (for summing across workers)."""
-        out = {
+        out: Snapshot = {
             "fastproxy_requests_total": [(("route", "status"), k, v) for k, v in self.requests.items()],
             "fastproxy_rejections_total": [(("route", "reason"), k, v) for k, v in self.rejections.items()],
             "fastproxy_upstream_errors_total": [(("host", "kind"), k, v) for k, v in self.upstream_errors.items()],
@@ -76,9 +86,9 @@ class Metrics:
             "fastproxy_connections_evicted_total": [((), (), self.evicted)],
         }
         out["fastproxy_policy_passes_total"] = [(("route",), (k,), v) for k, v in self.passed.items()]
-        rows = []
+        rows: list[Series] = []
         for route, h in self.upstream_latency.items():
-            cum = 0
+            cum: float = 0
             for le, n in zip(LATENCY_LABELS, h[:-1], strict=True):
                 cum += n
                 rows.append((("route", "le"), (route, le), cum))
@@ -108,15 +118,15 @@ HELP = {
 }
 
 
-def _esc(v: Any) -> str:
+def _esc(v: object) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _series_order(item: tuple) -> tuple:
+def _series_order(item: tuple[tuple[tuple[str, ...], LabelValues], float]) -> tuple[tuple[int, float | str], ...]:
     """Series sorted by their label values, except a histogram's `le`, which sorts by its number
     (so buckets come out ascending with `+Inf` last, as the text format requires)."""
     (labels, values), _ = item
-    key = []
+    key: list[tuple[int, float | str]] = []
     for label, value in zip(labels, values, strict=True):
         if label == "le":
             key.append((1, float(value)))  # float("+Inf") is infinity
@@ -125,9 +135,9 @@ def _series_order(item: tuple) -> tuple:
     return tuple(key)
 
 
-def render(snapshots: list) -> bytes:
+def render(snapshots: list[Snapshot]) -> bytes:
     """Sum several workers' snapshots and write Prometheus text format 0.0.4."""
-    merged: dict = {}
+    merged: dict[str, dict[tuple[tuple[str, ...], LabelValues], float]] = {}
     for snap in snapshots:
         for name, rows in snap.items():
             m = merged.setdefault(name, {})
@@ -138,7 +148,7 @@ def render(snapshots: list) -> bytes:
                 else:
                     m[key] = m.get(key, 0) + v
     lines = []
-    done_families: set = set()
+    done_families: set[str] = set()
     for name in sorted(merged):
         family = name
         for suffix in ("_bucket", "_sum", "_count"):

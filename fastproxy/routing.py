@@ -20,6 +20,11 @@ from typing import Any, Optional
 NOT_FOUND = 0
 METHOD_NOT_ALLOWED = 1
 
+Params = dict[str, bytes]  # parameter name -> the raw segment
+# A match: (value, params or None, rest) on a hit; (NOT_FOUND, None, None);
+# (METHOD_NOT_ALLOWED, {method: value} of the path's routes, None).
+Match = tuple[Any, Optional[Params | dict[bytes, Any]], Optional[bytes]]
+
 
 class PatternError(ValueError):
     pass
@@ -63,7 +68,7 @@ class _Node:
     def __init__(self) -> None:
         self.literal: dict[bytes, _Node] = {}
         self.param: Optional[_Node] = None
-        self.param_name: Optional[str] = None
+        self.param_name = ""  # set with param
         self.methods: Optional[dict[bytes, Any]] = None  # route ends here
         self.wild: Optional[dict[bytes, Any]] = None  # route ends with /* here
 
@@ -106,7 +111,7 @@ class RouteTable:
             table = node.methods
         self._insert(table, m, pattern, value)
 
-    def _insert(self, table: dict, m: bytes, pattern: str, value: Any) -> None:
+    def _insert(self, table: dict[bytes, Any], m: bytes, pattern: str, value: Any) -> None:
         implicit = id(table) in self._implicit_head
         if m in table and not (m == b"HEAD" and implicit):
             raise PatternError(f"{m.decode()} {pattern} is defined twice")
@@ -117,7 +122,7 @@ class RouteTable:
             table[b"HEAD"] = value
             self._implicit_head.add(id(table))
 
-    def match(self, method: bytes, path: bytes):
+    def match(self, method: bytes, path: bytes) -> Match:
         """Return (value, params, rest) or (NOT_FOUND | METHOD_NOT_ALLOWED, allowed_methods, None).
 
         `params` maps names to raw bytes; `rest` is the catch-all remainder (bytes, no leading
@@ -128,19 +133,20 @@ class RouteTable:
             value = table.get(method)
             if value is not None:
                 return value, None, None
-        refused: list = []  # method tables of routes that match the path but not the method
+        refused: list[dict[bytes, Any]] = []  # method tables of routes that match the path but not the method
         found = self._walk(self.root, path.split(b"/")[1:], 0, {}, method, refused)
         if found is not None:
             return found
         if table is None and not refused:
             return NOT_FOUND, None, None
-        allowed: dict = dict(table) if table is not None else {}
+        allowed: dict[bytes, Any] = dict(table) if table is not None else {}
         for t in refused:
             for name, v in t.items():
                 allowed.setdefault(name, v)
         return METHOD_NOT_ALLOWED, allowed, None
 
-    def _walk(self, node: _Node, segs: list, i: int, params: dict, method: bytes, refused: list):
+    def _walk(self, node: _Node, segs: list[bytes], i: int, params: Params, method: bytes,
+              refused: list[dict[bytes, Any]]) -> Optional[tuple[Any, Params, Optional[bytes]]]:
         if i == len(segs):
             if node.methods is not None:
                 value = node.methods.get(method)

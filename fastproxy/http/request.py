@@ -170,7 +170,7 @@ def check_authority(url: bytes, host: "bytes | None") -> "bytes | None":
     return authority
 
 
-def filter_query(query: bytes, names: frozenset) -> bytes:
+def filter_query(query: bytes, names: frozenset[bytes]) -> bytes:
     """Keep only the `names` parameters (KrakenD's input_query_strings: case-sensitive)."""
     if not query:
         return b""

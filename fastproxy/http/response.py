@@ -39,7 +39,7 @@ ERROR_BODIES = {
 
 
 def simple_response(code: int, date: bytes, body: bytes = b"", close: bool = False,
-                    extra: tuple = (), content_type: bytes = b"text/plain; charset=utf-8",
+                    extra: tuple[tuple[bytes, bytes], ...] = (), content_type: bytes = b"text/plain; charset=utf-8",
                     head_only: bool = False) -> bytes:
     """A complete response with Content-Length framing; `extra` is a tuple of (name, value)."""
     parts = [status_line(code), date, b"Server: fastproxy\r\n"]

@@ -68,6 +68,9 @@ EPS = 1e-9
 _INF = math.inf
 _blank = object.__new__
 
+#: What a table is keyed by: the client key as given, or the digest of a long one.
+_Stored = bytes | str | int
+
 
 def default_capacity(max_rate: float, every: float = 1.0) -> int:
     """KrakenD's default capacity: ``max_rate / every`` per second, rounded down, at least 1.
@@ -186,7 +189,7 @@ class BucketTable:
         self._capf = float(capacity)  # float objects shared by every bucket of the table
         self._max = max_keys
         self._low = max_keys - max(1, max_keys // 8)  # size a sweep shrinks the table to, at most
-        self._buckets: dict = {}
+        self._buckets: dict[_Stored, TokenBucket] = {}
         self._salt = os.urandom(16)  # the digest key of long client keys (see the module docstring)
         self.idle_dropped = 0
         self.evicted = 0
@@ -203,47 +206,45 @@ class BucketTable:
     def max_keys(self) -> int:
         return self._max
 
-    def _digest(self, key) -> int:
+    def _digest(self, key: bytes | str) -> int:
         """A long key's stored form: a keyed 128-bit digest, tagged by the key's type."""
         data = b"b" + key if key.__class__ is bytes else b"s" + str(key).encode("utf-8", "surrogatepass")
         return int.from_bytes(blake2b(data, digest_size=16, key=self._salt).digest(), "little")
 
-    def take(self, key, now: float) -> bool:
-        if len(key) > RAW_KEY_MAX:
-            key = self._digest(key)
-        b = self._buckets.get(key)
+    def take(self, key: bytes | str, now: float) -> bool:
+        k: _Stored = self._digest(key) if len(key) > RAW_KEY_MAX else key
+        b = self._buckets.get(k)
         if b is None:
-            b = self._insert(key, now)
+            b = self._insert(k, now)
         return b.take(now)
 
-    def bucket(self, key, now: float) -> TokenBucket:
+    def bucket(self, key: bytes | str, now: float) -> TokenBucket:
         """The key's bucket, inserted full if new (for callers that need several answers)."""
-        if len(key) > RAW_KEY_MAX:
-            key = self._digest(key)
-        b = self._buckets.get(key)
+        k: _Stored = self._digest(key) if len(key) > RAW_KEY_MAX else key
+        b = self._buckets.get(k)
         if b is None:
-            b = self._insert(key, now)
+            b = self._insert(k, now)
         return b
 
-    def retry_after(self, key, now: float) -> float:
+    def retry_after(self, key: bytes | str, now: float) -> float:
         b = self._buckets.get(self._digest(key) if len(key) > RAW_KEY_MAX else key)
         return 0.0 if b is None else b.retry_after(now)
 
-    def remaining(self, key, now: float) -> int:
+    def remaining(self, key: bytes | str, now: float) -> int:
         b = self._buckets.get(self._digest(key) if len(key) > RAW_KEY_MAX else key)
         return self._cap if b is None else b.remaining(now)
 
-    def reset_after(self, key, now: float) -> float:
+    def reset_after(self, key: bytes | str, now: float) -> float:
         b = self._buckets.get(self._digest(key) if len(key) > RAW_KEY_MAX else key)
         return 0.0 if b is None else b.reset_after(now)
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def __contains__(self, key) -> bool:
+    def __contains__(self, key: bytes | str) -> bool:
         return (self._digest(key) if len(key) > RAW_KEY_MAX else key) in self._buckets
 
-    def _insert(self, key, now: float) -> TokenBucket:
+    def _insert(self, key: _Stored, now: float) -> TokenBucket:
         if len(self._buckets) >= self._max:
             self._sweep(now)
         # A full bucket as TokenBucket() makes it, minus the validation and with the table's

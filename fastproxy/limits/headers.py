@@ -16,18 +16,18 @@ def retry_after_value(seconds: float) -> bytes:
 
 # The tightest limit seen by one request is kept on the exchange as a plain tuple
 # (policy item, remaining, seconds until full): made per limited request, so no class.
-RL_POLICY, RL_REMAINING, RL_RESET = 0, 1, 2
+RateLimitState = tuple[bytes, int, float]
 
 
-def _state(rl: tuple) -> bytes:
+def _state(rl: RateLimitState) -> bytes:
     name = rl[0].split(b";", 1)[0]
     return b"%s;r=%d;t=%d" % (name, rl[1], max(0, math.ceil(rl[2] - 1e-9)))
 
 
-_PREFIXES: dict = {}  # policy item -> the constant start of both header lines
+_PREFIXES: dict[bytes, bytes] = {}  # policy item -> the constant start of both header lines
 
 
-def rl_headers(rl: tuple) -> bytes:
+def rl_headers(rl: RateLimitState) -> bytes:
     """Header lines for a proxied response (on every limited request: the constant part is
     built once per policy)."""
     policy, remaining, reset = rl
@@ -40,7 +40,7 @@ def rl_headers(rl: tuple) -> bytes:
     return prefix + b"%d;t=%d\r\n" % (remaining, math.ceil(reset - 1e-9) if reset > 1e-9 else 0)
 
 
-def rl_pairs(rl: tuple) -> tuple:
+def rl_pairs(rl: RateLimitState) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
     """(name, value) pairs for a response fastproxy writes itself (a rejection)."""
     return ((b"RateLimit-Policy", rl[0]), (b"RateLimit", _state(rl)))
 

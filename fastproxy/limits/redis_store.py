@@ -15,8 +15,14 @@ Owns the I/O of the stateful limiters (SPEC §3.6), at the edge of the limits pa
 """
 
 import asyncio
+import enum
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Final, Literal, Optional
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from fastproxy.metrics import Metrics
 
 log = logging.getLogger("fastproxy")
 
@@ -91,7 +97,16 @@ end
 return {k, remaining, string.format('%.17g', wait), string.format('%.17g', reset)}
 """
 
-FALLBACK = object()  # a decision Redis could not make in time
+class _Fallback(enum.Enum):
+    FALLBACK = "fallback"
+
+
+FALLBACK: Final = _Fallback.FALLBACK  # a decision Redis could not make in time
+
+Decision = tuple[int, int, float, float]  # (allowed, remaining, retry_after, reset_after)
+Result = Decision | Literal[_Fallback.FALLBACK]
+_Args = tuple[float | str, ...]  # rate, capacity, ttl (ms)[, now]
+_Group = tuple[_Args, list["asyncio.Future[Result]"], float]  # (args, futures, first asked at)
 
 
 class PoolConfig:
@@ -116,26 +131,29 @@ class RedisStore:
         self.cfg = cfg
         self.timeout = timeout
         self.up = True
-        self.pending: dict = {}  # key -> (args, [futures], first asked at)
+        self.pending: dict[bytes, _Group] = {}
         self.in_flight = 0
         self.flush_scheduled = False
-        self.loop: Any = None
-        self.client: Any = None
+        # set together by the first decision (_ensure), before any batch; the loop is then
+        # passed to what runs on it
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.client: Optional[Redis] = None
         self.sha: Optional[str] = None
-        self.metrics: Any = None
-        self._probe_task: Any = None
+        self.metrics: Optional[Metrics] = None
+        self._probe_task: Optional[asyncio.Task[None]] = None
 
-    def start(self, metrics: Any) -> None:
+    def start(self, metrics: "Metrics") -> None:
         self.metrics = metrics
 
-    def _ensure(self) -> None:
-        if self.client is None:
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        loop = self.loop
+        if self.client is None or loop is None:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
             c = self.cfg
-            self.loop = asyncio.get_running_loop()
+            self.loop = loop = asyncio.get_running_loop()
             self.client = aioredis.Redis(host=c.host, port=c.port, db=c.db, username=c.username, password=c.password,
                                          socket_connect_timeout=c.dial_timeout, max_connections=c.pool_size + 1,
                                          health_check_interval=0,
@@ -143,29 +161,30 @@ class RedisStore:
                                          # the fallback at once, not after the budget ran out
                                          retry=Retry(NoBackoff(), 0))
             self.sha = None
+        return loop
 
     def decide(self, key: bytes, rate: float, cap: int, ttl_ms: int,
-               now: Optional[float] = None) -> Optional[asyncio.Future]:
+               now: Optional[float] = None) -> "Optional[asyncio.Future[Result]]":
         """A future of (allowed, remaining, retry_after, reset_after) or FALLBACK; None when down.
 
         Decisions on one key within a tick share one script call asking for n tokens.
         """
         if not self.up:
             return None
-        self._ensure()
-        fut = self.loop.create_future()
+        loop = self._ensure()
+        fut: asyncio.Future[Result] = loop.create_future()
         group = self.pending.get(key)
         if group is None:
-            args = (rate, cap, ttl_ms) if now is None else (rate, cap, ttl_ms, repr(now))
-            self.pending[key] = (args, [fut], self.loop.time())
+            args: _Args = (rate, cap, ttl_ms) if now is None else (rate, cap, ttl_ms, repr(now))
+            self.pending[key] = (args, [fut], loop.time())
         else:
             group[1].append(fut)
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            loop.call_soon(self._flush, loop)
         return fut
 
-    def _flush(self) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self.flush_scheduled = False
         if not self.pending:
             return
@@ -173,17 +192,17 @@ class RedisStore:
             return  # the next finishing batch flushes again
         batch, self.pending = list(self.pending.items()), {}
         self.in_flight += 1
-        self.loop.create_task(self._run(batch))
+        loop.create_task(self._run(loop, batch))
 
-    async def _run(self, batch: list) -> None:
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[bytes, _Group]]) -> None:
         try:
-            budget = self.timeout - (self.loop.time() - min(g[2] for _, g in batch))
+            budget = self.timeout - (loop.time() - min(g[2] for _, g in batch))
             try:
                 if budget <= 0:
                     raise TimeoutError
                 results = await asyncio.wait_for(self._execute(batch), budget)
             except Exception as exc:  # noqa: BLE001 - any Redis failure means: decide locally
-                self._down(exc)
+                self._down(loop, exc)
                 results = []
             for i, (_, (_, futs, _)) in enumerate(batch):
                 r = results[i] if i < len(results) else None
@@ -206,16 +225,18 @@ class RedisStore:
             self.in_flight -= 1
             if self.pending and not self.flush_scheduled:
                 self.flush_scheduled = True
-                self.loop.call_soon(self._flush)
+                loop.call_soon(self._flush, loop)
 
-    async def _execute(self, batch: list) -> list:
+    async def _execute(self, batch: list[tuple[bytes, _Group]]) -> list[Any]:
+        """The script's replies (or the exception of each failed call), in batch order."""
         client = self.client
+        assert client is not None  # made with the loop, before the first batch
         if self.sha is None:
             self.sha = await client.script_load(SCRIPT)
         async with client.pipeline(transaction=False) as pipe:
             for key, (args, futs, _) in batch:
                 pipe.execute_command("EVALSHA", self.sha, 1, key, args[0], args[1], args[2], len(futs), *args[3:])
-            results = await pipe.execute(raise_on_error=False)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
         from redis.exceptions import NoScriptError  # its text no longer says NOSCRIPT: match the class
 
         if any(isinstance(r, NoScriptError) or (isinstance(r, Exception) and "NOSCRIPT" in str(r)) for r in results):
@@ -231,7 +252,7 @@ class RedisStore:
         if self.client is not None and self.loop is not None:
             self.loop.create_task(self.client.aclose())
 
-    def _down(self, exc: BaseException) -> None:
+    def _down(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
         if not self.up:
             return
         self.up = False
@@ -240,17 +261,19 @@ class RedisStore:
                     self.cfg.name, self.cfg.host, self.cfg.port, why)
         self._count("fallback")
         if self._probe_task is None:
-            self._probe_task = self.loop.create_task(self._probe())
+            self._probe_task = loop.create_task(self._probe())
 
     async def _probe(self) -> None:
+        client = self.client
+        assert client is not None  # the store went down after asking Redis
         try:
             while not self.up:
                 await asyncio.sleep(0.5)
                 try:
                     # connections opened before the failure are dead (no client-side retries
                     # would hide it): drop them all, then probe on a fresh one
-                    await self.client.connection_pool.disconnect()
-                    await asyncio.wait_for(self.client.ping(), max(0.5, self.timeout * 4))
+                    await client.connection_pool.disconnect()
+                    await asyncio.wait_for(client.ping(), max(0.5, self.timeout * 4))
                 except Exception:  # noqa: BLE001
                     continue
                 self.sha = None  # a restarted server has no scripts: load it again

@@ -138,7 +138,7 @@ def _run(x: Any, checks: tuple[Check, ...], now: float) -> "Optional[asyncio.Fut
 
 
 def _tiered(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft], scope: str) -> Sequence[Policy]:
-    import re2  # type: ignore[import-untyped]
+    import re2
 
     from fastproxy.security.botdetector import _options  # RE2 options shared with the bot detector
 

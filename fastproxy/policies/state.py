@@ -27,6 +27,7 @@ from fastproxy.upstream.breakers import BreakerSet
 
 if TYPE_CHECKING:
     from fastproxy.config.compile import Snapshot
+    from fastproxy.metrics import Series
 
 T = TypeVar("T")
 
@@ -116,9 +117,9 @@ class State:
             if kept.get(fingerprint) is not self.entries[fingerprint]:
                 close()
 
-    def breaker_states(self, now: float) -> list[tuple[tuple[str, str], tuple[str, str], int]]:
+    def breaker_states(self, now: float) -> "list[Series]":
         """The `fastproxy_breaker_state` gauge: one sample per host breaker."""
-        out: list[tuple[tuple[str, str], tuple[str, str], int]] = []
+        out: list[Series] = []
         for bs in self.breaker_sets:
             out.extend(bs.states(now))
         return out

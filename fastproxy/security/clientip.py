@@ -17,7 +17,7 @@ from fastproxy.security.cidr import CIDRSet, format_ip, parse_ip
 
 __all__ = ["ClientIPResolver", "normalize_ip"]
 
-Headers = list[tuple[bytes, bytes]]
+Headers = list[tuple[bytes, bytes, bytes]]  # (lowercase name, name, value), as http.head gives them
 _XFF = b"x-forwarded-for"
 
 
@@ -47,7 +47,7 @@ class ClientIPResolver:
                     c in name for c in " \t:\r\n"):
                 raise ValueError(f"invalid header name {name!r}")
         self._headers = tuple(dict.fromkeys(n.lower().encode("ascii") for n in names))
-        self._peers: dict = {}
+        self._peers: dict[str, bool] = {}
 
     def _peer_trusted(self, peer: str) -> bool:
         ok = self._peers.get(peer)

@@ -15,8 +15,9 @@ country are "unknown" and follow ``unknown`` (``allow`` or ``deny``).
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Final, Literal
 
 import maxminddb
 import msgspec
@@ -26,19 +27,23 @@ from fastproxy.security.cidr import format_ip, parse_ip
 __all__ = ["GeoDB", "Geofence"]
 
 _encode = msgspec.json.encode
-_UNSET: Any = object()
+class _Unset(enum.Enum):
+    UNSET = 0
+
+
+_UNSET: Final = _Unset.UNSET  # an entry's header before it is first asked for
 
 
 class _Entry:
     __slots__ = ("record", "country", "header")
 
-    def __init__(self, record: dict | None):
+    def __init__(self, record: dict[str, Any] | None):
         self.record = record
         self.country = _country_of(record)
-        self.header = _UNSET
+        self.header: bytes | None | Literal[_Unset.UNSET] = _UNSET
 
 
-def _country_of(record: dict | None) -> str | None:
+def _country_of(record: dict[str, Any] | None) -> str | None:
     if not isinstance(record, dict):
         return None
     for key in ("country", "registered_country"):
@@ -84,7 +89,7 @@ class GeoDB:
             cache.popitem(last=False)
         return entry
 
-    def record(self, ip: str) -> dict | None:
+    def record(self, ip: str) -> dict[str, Any] | None:
         return self._entry(ip).record
 
     def country(self, ip: str) -> str | None:

@@ -18,6 +18,7 @@ nothing.
 
 import ctypes
 import os
+from collections.abc import Mapping
 from typing import Optional
 
 M_TRIM_THRESHOLD = -1
@@ -28,7 +29,7 @@ _OPERATOR_VARIABLES = ("GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_
                        "MALLOC_MMAP_MAX_")
 
 
-def tune(environ: Optional[dict] = None) -> bool:
+def tune(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Apply the thresholds; False when glibc is absent or the operator configured malloc."""
     env = os.environ if environ is None else environ
     if any(name in env for name in _OPERATOR_VARIABLES):

@@ -32,7 +32,7 @@ from fastproxy.admin import METRICS_DIR_ENV
 from fastproxy.config.compile import Snapshot, load
 from fastproxy.config.load import ConfigError
 from fastproxy.server.listen import ListenError, make_listener, port_taken
-from fastproxy.server.worker import run_worker
+from fastproxy.server.worker import Worker, run_worker
 
 log = logging.getLogger("fastproxy")
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
@@ -56,7 +56,7 @@ def backoff(failures: int) -> float:
     """Seconds to wait before starting a worker that has failed `failures` starts in a row."""
     if failures <= 0:
         return 0.0
-    return min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (failures - 1))
+    return min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** (failures - 1))
 
 
 def describe_exit(status: int) -> str:
@@ -147,10 +147,13 @@ class Master:
         pid = os.fork()
         if pid == 0:
             code = 1
+
+            def ready(_w: Worker) -> None:
+                os.write(wfd, _READY.pack(os.getpid()))
+
             try:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-                code = run_worker(self.snap, self.config_path, index=index,
-                                  ready=lambda _w: os.write(wfd, _READY.pack(os.getpid())))
+                code = run_worker(self.snap, self.config_path, index=index, ready=ready)
             except ListenError as exc:
                 log.error("worker %d could not start: %s", index, exc)
                 code = EXIT_START_FAILED
@@ -177,9 +180,9 @@ class Master:
                     child.ready = True
             self._ready_buf = buf[whole:]
 
-    def reap(self) -> list:
+    def reap(self) -> list[tuple[int, Child, int]]:
         """Collect every child that exited: [(pid, Child, status)]."""
-        out = []
+        out: list[tuple[int, Child, int]] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -249,6 +252,8 @@ class Master:
                 return 0
 
     def reload(self) -> None:
+        if not self.config_path:  # started from a snapshot, not a file: nothing to read again
+            return
         try:
             # a worker forked from now on (a replacement) starts with this configuration; the
             # listener and the worker count stay those of the running process

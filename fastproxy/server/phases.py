@@ -6,7 +6,7 @@ connection acts on them (writes, connects, closes). See ARCHITECTURE.md for the 
 """
 
 from enum import Enum
-from typing import TYPE_CHECKING, Final, Optional
+from typing import TYPE_CHECKING, Final, Optional, cast
 
 from fastproxy.http.response import ERROR_BODIES
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
@@ -45,10 +45,10 @@ def route(snap: "Snapshot", x: "Exchange", draining: bool, health: bytes) -> Opt
         return Answer(404, "no route", ERROR_BODIES[404])
     if found is METHOD_NOT_ALLOWED:
         assert params is not None
-        allow = b", ".join(sorted(params))
+        allow = b", ".join(sorted(cast("dict[bytes, object]", params)))  # the methods the path has
         return Answer(405, "method not allowed", ERROR_BODIES[405], ((b"Allow", allow),))
     x.route = found
-    x.params = params
+    x.params = cast("Optional[dict[str, bytes]]", params)  # a route match: name -> value
     x.rest = rest
     return None
 

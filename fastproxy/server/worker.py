@@ -98,7 +98,7 @@ class Worker:
         self._last_publish = 0.0
         self.publish_metrics = bool(os.environ.get(admin.METRICS_DIR_ENV))
 
-    def _breaker_states(self) -> list[tuple[tuple[str, str], tuple[str, str], int]]:
+    def _breaker_states(self) -> "list[metrics_mod.Series]":
         return self.state.breaker_states(self.clock())
 
     # -- accept -------------------------------------------------------------------------------

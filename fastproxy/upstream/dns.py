@@ -8,7 +8,10 @@ misses for one name share one query.
 import asyncio
 import ipaddress
 import socket
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import aiodns
 
 MIN_TTL = 1.0
 MAX_TTL = 300.0
@@ -22,8 +25,8 @@ class DNSCache:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._cache: dict[str, tuple[float, list[str]]] = {}
-        self._pending: dict[str, asyncio.Future] = {}
-        self._resolver = None
+        self._pending: dict[str, asyncio.Future[tuple[float, list[str]]]] = {}
+        self._resolver: Optional[aiodns.DNSResolver] = None  # made on the first query
         self._rr = 0
 
     @staticmethod
@@ -37,7 +40,7 @@ class DNSCache:
         """One address for `host` (rotating over the records); raise DNSError."""
         return (await self.resolve_all(host))[0]
 
-    async def resolve_all(self, host: str) -> list:
+    async def resolve_all(self, host: str) -> list[str]:
         """Every address of `host`, starting one further each call (connections spread over the
         records, and a caller can fall back to the next address); raise DNSError."""
         lit = self.literal(host)
