@@ -112,7 +112,7 @@ def stale(modules: Sequence[str] = COMPILED, package_dir: str = PACKAGE_DIR) -> 
         elif not isinstance(entry, dict):
             reasons.append(f"{rel}: its extension is not in the build manifest {MANIFEST}")
         elif entry.get("source") != source_digest(py):
-            reasons.append(f"{rel} or its .pxd changed since its extension was built (stale build)")
+            reasons.append(f"{rel} or its .pxd changed since its extension was built")
         elif entry.get("ext") != file_digest(ext):
             reasons.append(f"{os.path.relpath(ext, root)} is not the extension the last build made")
     return reasons
@@ -186,8 +186,9 @@ def install_source_only() -> None:
         sys.meta_path.insert(0, SourceOnlyFinder)
 
 
-if __name__ == "__main__":  # `python -m fastproxy._extensions`: exit 1 (and why) when a rebuild is due
+def main() -> int:
+    """For scripts/setup.sh: print why a rebuild is due, exit status 1 then (0: all current)."""
     why = stale()
     for line in why:
         print(line)
-    sys.exit(1 if why else 0)
+    return 1 if why else 0
