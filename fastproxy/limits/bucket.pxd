@@ -56,5 +56,5 @@ cdef class BucketTable:
     @cython.locals(b=TokenBucket)
     cpdef TokenBucket _insert(self, key, double now)
 
-    @cython.locals(d=dict, rate=cython.double, cap=cython.double, extra=Py_ssize_t)
+    @cython.locals(d=dict, rate=cython.double, cap=cython.double, extra=Py_ssize_t, b=TokenBucket)
     cpdef _sweep(self, double now)
