@@ -3,10 +3,11 @@
 import argparse
 import dataclasses
 import logging
+import platform
 import sys
 from typing import Optional
 
-from fastproxy import __version__
+from fastproxy import BuildError, __version__, build_mode
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
     check = sub.add_parser("check", help="validate the configuration only")
     check.add_argument("-c", "--config", required=True)
-    sub.add_parser("version", help="print the version")
+    sub.add_parser("version", help="print the version, the Python and whether the hot modules run compiled")
     return p
 
 
@@ -28,7 +29,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
         print(f"fastproxy {__version__}")
+        print(f"python {platform.python_version()} ({platform.python_implementation()})")
+        try:
+            print(f"mode {build_mode()}")
+        except BuildError as exc:
+            print(f"mode broken: {exc}", file=sys.stderr)
+            return 1
         return 0
+    if args.command == "run":  # fail closed: never serve on a half-compiled or stale build
+        try:
+            build_mode()
+        except BuildError as exc:
+            print(f"fastproxy: {exc}", file=sys.stderr)
+            return 1
     from fastproxy.config.compile import load
     from fastproxy.config.load import ConfigError
 

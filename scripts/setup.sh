@@ -21,10 +21,20 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.fastproxy-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   echo "setup: installing fastproxy and its dependencies into .venv..."
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test]'  # compiles the hot modules in place (setup.py)
   touch "$stamp"
   echo "setup: done, .venv is ready"
+fi
+# The compiled hot modules (COMPILED in fastproxy/_extensions.py) must match their sources: when
+# a .py or .pxd differs from what its extension was built from (or an extension is missing),
+# rebuild them in place, so that an edit never leaves a stale .so being imported.
+current() { .venv/bin/python -c 'import sys, fastproxy._extensions as e; sys.exit(e.main())'; }
+if ! why=$(current); then
+  echo "setup: rebuilding the C extensions (${why%%$'\n'*})..."
+  .venv/bin/python setup.py -q build_ext --inplace >/dev/null
+  current >/dev/null  # exits 1 (set -e) if they are still not current
+  echo "setup: C extensions rebuilt"
 fi

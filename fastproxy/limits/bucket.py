@@ -66,7 +66,6 @@ ENTRY_BYTES_MAX = 400
 EPS = 1e-9
 
 _INF = math.inf
-_blank = object.__new__
 
 #: What a table is keyed by: the client key as given, or the digest of a long one.
 _Stored = bytes | str | int
@@ -250,7 +249,7 @@ class BucketTable:
         # A full bucket as TokenBucket() makes it, minus the validation and with the table's
         # float objects shared (24 bytes a key less). _ready = -inf is equivalent while the
         # bucket holds >= 1 token: take() then passes at any now, as with the computed value.
-        b = _blank(TokenBucket)
+        b = TokenBucket.__new__(TokenBucket)
         b._rate, b._interval, b._cap = self._rate, self._interval, self._capf
         b._tokens, b._last, b._ready = self._capf, now, -_INF
         self._buckets[key] = b

@@ -28,6 +28,7 @@ import tempfile
 import time
 from typing import Optional
 
+from fastproxy import build_mode
 from fastproxy.admin import METRICS_DIR_ENV
 from fastproxy.config.compile import Snapshot, load
 from fastproxy.config.load import ConfigError
@@ -49,7 +50,8 @@ _READY = struct.Struct("=i")  # a worker's pid, written to the ready pipe once i
 def ready_line(ip: str, port: int, workers: int) -> str:
     shown = f"[{ip}]" if ":" in ip else ip
     plural = "s" if workers != 1 else ""
-    return f"fastproxy ready: listening on http://{shown}:{port} with {workers} worker{plural} (pid {os.getpid()})"
+    return (f"fastproxy ready: listening on http://{shown}:{port} with {workers} worker{plural} "
+            f"({build_mode()}, pid {os.getpid()})")
 
 
 def backoff(failures: int) -> float:

@@ -5,6 +5,7 @@ subprocess, judged on exit status, stdout and stderr.
 import glob
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -55,10 +56,13 @@ BAD_ERRORS = [
 ]
 
 
-def test_version_prints_the_package_version():
+def test_version_prints_the_package_version_python_and_mode():
     r = fastproxy("version")
     assert r.returncode == 0
-    assert r.stdout.strip() == f"fastproxy {__version__}"
+    mode = "interpreted" if os.environ.get("FASTPROXY_NO_EXTENSIONS", "") not in ("", "0") else "compiled"
+    assert r.stdout.splitlines() == [f"fastproxy {__version__}",
+                                     f"python {platform.python_version()} ({platform.python_implementation()})",
+                                     f"mode {mode}"]
 
 
 def test_check_of_a_valid_file_exits_0_with_syntax_ok_and_lists_warnings(tmp_path):
@@ -154,6 +158,8 @@ def test_run_starts_prints_one_ready_line_and_stops_on_sigterm(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith("fastproxy ready: listening on http://127.0.0.1:"), line
         assert "with 1 worker" in line
+        mode = "interpreted" if os.environ.get("FASTPROXY_NO_EXTENSIONS", "") not in ("", "0") else "compiled"
+        assert f"with 1 worker ({mode}, pid " in line, line
         port = int(line.split("http://127.0.0.1:")[1].split(" ")[0])
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass

@@ -56,7 +56,7 @@ def test_setup_sh_reports_progress_on_the_first_run_and_is_silent_after(tmp_path
     copy.mkdir()
     for name in ("fastproxy", "scripts"):
         shutil.copytree(os.path.join(ROOT, name), copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(os.path.join(ROOT, name), copy / name)
     first = _run(["scripts/setup.sh"], str(copy), timeout=300)
     assert first.returncode == 0, first.stderr
