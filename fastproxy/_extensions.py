@@ -40,6 +40,18 @@ COMPILED: tuple[str, ...] = (
     "fastproxy.limits.bucket",
     "fastproxy.breaker",
     "fastproxy.routing",
+    "fastproxy.http.head",
+    "fastproxy.http.wire",
+    "fastproxy.http.upstream_head",
+    "fastproxy.policies.chain",
+    "fastproxy.server.flow",
+    "fastproxy.server.exchange",
+    "fastproxy.server.phases",
+    "fastproxy.server.connection",
+    "fastproxy.server.forward",
+    "fastproxy.upstream.connection",
+    "fastproxy.upstream.pool",
+    "fastproxy.upstream.select",
 )
 
 ENV = "FASTPROXY_NO_EXTENSIONS"

@@ -49,6 +49,55 @@ _REQUEST_NAMES: Final = {b"host": _REQ_HOST, b"content-length": _REQ_CL, b"trans
 _REQUEST_FIRST: Final = _first_bytes(frozenset(_REQUEST_NAMES))
 _RESPONSE_FIRST: Final = _first_bytes(HOP_BY_HOP)
 
+# Compiled (setup.py), the byte searches below run as C loops; interpreted, as bytes.find. They
+# are the only code with two branches: what they return is the same.
+_COMPILED = not __file__.endswith(".py")
+_BYTES: Final = tuple(bytes((c,)) for c in range(256))
+
+
+def find_crlf(data: bytes, pos: int, end: int) -> int:
+    """Offset of the first CRLF in data[pos:end], or -1."""
+    if _COMPILED:
+        p = data  # compiled: a pointer to its bytes (the .pxd types it)
+        last = end - 1
+        while pos < last:
+            if p[pos] == 13 and p[pos + 1] == 10:
+                return pos
+            pos += 1
+        return -1
+    return data.find(b"\r\n", pos, end)
+
+
+def find_char(data: bytes, ch: int, pos: int, end: int) -> int:
+    """Offset of the first byte `ch` in data[pos:end], or -1."""
+    if _COMPILED:
+        p = data
+        while pos < end:
+            if p[pos] == ch:
+                return pos
+            pos += 1
+        return -1
+    return data.find(_BYTES[ch], pos, end)
+
+
+def find_head_end(data: bytes, pos: int) -> int:
+    """Offset of the first CRLFCRLF in data[pos:] (the end of a head), or -1."""
+    if _COMPILED:
+        p = data
+        last = len(data) - 3
+        while pos < last:
+            c = p[pos + 3]
+            if c == 10:
+                if p[pos + 2] == 13 and p[pos + 1] == 10 and p[pos] == 13:
+                    return pos
+                pos += 1
+            elif c == 13:
+                pos += 1
+            else:
+                pos += 4  # no CRLFCRLF can end at pos + 3 nor any earlier window covering it
+        return -1
+    return data.find(b"\r\n\r\n", pos)
+
 
 class RequestHead:
     """A request head as the scan found it. `raw` is the whole head (request line to the empty
@@ -106,8 +155,8 @@ def split_headers(raw: bytes, lower: bytes, start: int) -> list[Header]:
     end = len(raw) - 2
     pos = start
     while pos < end:
-        eol = raw.find(b"\r\n", pos)
-        colon = raw.find(b":", pos, eol)
+        eol = find_crlf(raw, pos, end + 2)
+        colon = find_char(raw, 58, pos, eol)
         out.append((lower[pos:colon], raw[pos:colon], raw[colon + 1:eol].strip(b" \t")))
         pos = eol + 2
     return out
@@ -116,16 +165,18 @@ def split_headers(raw: bytes, lower: bytes, start: int) -> list[Header]:
 def scan_request(h: RequestHead, raw: bytes, max_line: int, max_field: int, max_block: int, max_fields: int,
                  max_body: int) -> None:
     """Fill `h` from `raw`, a head llhttp accepted; raise HTTPError for what it must refuse."""
-    eol = raw.find(b"\r\n")
+    n = len(raw)
+    rp = raw  # compiled: pointers to the bytes (the .pxd types them); slices of them are bytes
+    eol = find_crlf(raw, 0, n)
     if eol > max_line:
         raise HTTPError(414, "request line too long")
-    sp = raw.find(b" ", 0, eol)
-    sp2 = raw.rfind(b" ", 0, eol)
+    sp = find_char(raw, 32, 0, eol)
+    sp2 = find_char(raw, 32, sp + 1, eol)  # llhttp allows exactly two spaces
     h.raw = raw
-    h.method = raw[:sp]
-    url = raw[sp + 1:sp2]
+    h.method = rp[:sp]
+    url = rp[sp + 1:sp2]
     h.url = url
-    ver = raw[sp2 + 1:eol]
+    ver = rp[sp2 + 1:eol]
     if ver == b"HTTP/1.1":
         version = "1.1"
     elif ver == b"HTTP/1.0":
@@ -137,59 +188,60 @@ def scan_request(h: RequestHead, raw: bytes, max_line: int, max_field: int, max_
     h.version = version
     lower = raw.lower()
     h.lower = lower
-    end = len(raw) - 2  # the final CRLF
+    end = n - 2  # the final CRLF
     pos = eol + 2
     h.hdr = pos
     if end - pos > max_block:
         raise HTTPError(431, "request header too large")
-    underscores = raw.find(b"_", pos) >= 0
-    first = _REQUEST_FIRST
+    underscores = find_char(raw, 95, pos, end) >= 0
+    lp = lower
+    fp = _REQUEST_FIRST
     names = _REQUEST_NAMES
     te: Optional[bytes] = None
     count = 0
     while pos < end:
-        eol = raw.find(b"\r\n", pos)
+        eol = find_crlf(raw, pos, n)
         count += 1
         if eol - pos + 2 > max_field:
             raise HTTPError(431, "request header too large")
-        last = raw[eol - 1]
-        if last == 0x20 or last == 0x09:
+        c = rp[eol - 1]
+        if c == 0x20 or c == 0x09:
             h.dirty = True
-        if first[raw[pos]]:
-            colon = raw.find(b":", pos, eol)
-            kind = names.get(lower[pos:colon])
-            if kind is not None:
+        if fp[rp[pos]]:
+            colon = find_char(raw, 58, pos, eol)
+            kind = names.get(lp[pos:colon], -1)
+            if kind >= 0:
                 if kind == _REQ_HOST:
                     h.host_count += 1
-                    h.host = raw[colon + 1:eol].strip(b" \t")
+                    h.host = rp[colon + 1:eol].strip(b" \t")
                 elif kind == _REQ_UA:
                     if h.ua is not None:  # both would reach the backend, only one judged
                         raise HTTPError(400, "duplicate User-Agent")
-                    h.ua = raw[colon + 1:eol].strip(b" \t")
+                    h.ua = rp[colon + 1:eol].strip(b" \t")
                     kind = -1  # forwarded
                 elif kind == _REQ_CL:
                     if h.cl >= 0:
                         raise HTTPError(400, "duplicate Content-Length")
-                    h.cl = parse_content_length(raw[colon + 1:eol])
+                    h.cl = parse_content_length(rp[colon + 1:eol])
                 elif kind == _REQ_TE:
                     if te is not None:
                         raise HTTPError(400, "duplicate Transfer-Encoding")
-                    te = raw[colon + 1:eol].strip(b" \t")
+                    te = rp[colon + 1:eol].strip(b" \t")
                 elif kind == _REQ_EXPECT:
-                    if raw[colon + 1:eol].strip(b" \t").lower() != b"100-continue":
+                    if rp[colon + 1:eol].strip(b" \t").lower() != b"100-continue":
                         raise HTTPError(417, "unsupported Expect")
                     h.expect = True
                 elif kind == _REQ_CONNECTION:  # its options name more hop-by-hop headers
-                    h.conn_opts = joined(h.conn_opts, raw[colon + 1:eol].strip(b" \t"))
+                    h.conn_opts = joined(h.conn_opts, rp[colon + 1:eol].strip(b" \t"))
                 if kind >= 0:
                     cuts = h.cuts
                     if cuts is None:
                         h.cuts = [pos, eol + 2]
                     else:
                         cuts += (pos, eol + 2)
-            elif underscores and raw.find(b"_", pos, colon) >= 0:
+            elif underscores and find_char(raw, 95, pos, colon) >= 0:
                 h.dirty = True
-        elif underscores and raw.find(b"_", pos, raw.find(b":", pos, eol)) >= 0:
+        elif underscores and find_char(raw, 95, pos, find_char(raw, 58, pos, eol)) >= 0:
             h.dirty = True
         pos = eol + 2
     if count > max_fields:
@@ -199,15 +251,14 @@ def scan_request(h: RequestHead, raw: bytes, max_line: int, max_field: int, max_
         h.chunked = True
         if h.cl >= 0:
             raise HTTPError(400, "both Content-Length and Transfer-Encoding")
+    opts = h.conn_opts
     if version == "1.1":
         if h.host_count != 1:
             raise HTTPError(400, "missing Host header" if not h.host_count else "duplicate Host header")
-        opts = h.conn_opts
         h.keep_alive = opts is None or opts == b"keep-alive" or b"close" not in connection_tokens_all(opts)
     else:
         if h.host_count > 1:
             raise HTTPError(400, "duplicate Host header")
-        opts = h.conn_opts
         h.keep_alive = opts is not None and b"keep-alive" in connection_tokens_all(opts)
     if h.cl > max_body:
         raise HTTPError(413, "request body too large")
@@ -247,17 +298,39 @@ def forwarded_block(h: RequestHead) -> list[bytes]:
     drop = REQUEST_DROP if opts is None else REQUEST_DROP | connection_tokens(opts)
     out: list[bytes] = []
     for lname, name, value in h.headers:
-        if lname not in drop and lname.find(b"_") < 0:
+        if lname not in drop and find_char(lname, 95, 0, len(lname)) < 0:
             out += (name, b": ", value, b"\r\n")
     return out
 
 
+_NAMED_FIRST: dict[frozenset[bytes], bytes] = {}  # input_headers sets -> their first-byte table
+
+
 def named_headers(h: RequestHead, names: frozenset[bytes]) -> list[bytes]:
-    """The header lines an `input_headers` list forwards, rebuilt as `name: value`."""
+    """The header lines an `input_headers` list forwards (never a REQUEST_DROP one), in the
+    order received: as received, or rebuilt as `name: value` when a line has trailing OWS."""
+    first = _NAMED_FIRST.get(names)
+    if first is None:
+        first = _NAMED_FIRST[names] = _first_bytes(names - REQUEST_DROP)
+    fp = first
+    raw = h.raw
+    rp = raw
+    lp = h.lower
+    n = len(raw)
+    end = n - 2
+    pos = h.hdr
     out: list[bytes] = []
-    for lname, name, value in h.headers:
-        if lname in names and lname not in REQUEST_DROP:
-            out += (name, b": ", value, b"\r\n")
+    while pos < end:
+        eol = find_crlf(raw, pos, n)
+        if fp[rp[pos]]:
+            colon = find_char(raw, 58, pos, eol)
+            lname = lp[pos:colon]
+            if lname in names and lname not in REQUEST_DROP:
+                if h.dirty:
+                    out += (rp[pos:colon], b": ", rp[colon + 1:eol].strip(b" \t"), b"\r\n")
+                else:
+                    out.append(rp[pos:eol + 2])
+        pos = eol + 2
     return out
 
 
@@ -281,14 +354,18 @@ def scan_response(raw: bytes, head_request: bool) -> ResponseHead:
     head that is not one (llhttp judges the bytes; this judges the framing): a Transfer-Encoding
     other than one final `chunked` (RFC 9112 §6.1: HAProxy answers 502 too; a coding besides
     chunked, `gzip, chunked`, would reach a client that cannot tell) or an unusable length."""
-    eol = raw.find(b"\r\n")
-    if eol < 12 or raw[:5] != b"HTTP/":
+    n = len(raw)
+    rp = raw  # compiled: pointers to the bytes (the .pxd types them); slices of them are bytes
+    fp = _RESPONSE_FIRST
+    eol = find_crlf(raw, 0, n)
+    if eol < 12 or rp[:5] != b"HTTP/":
         raise ValueError("not an HTTP/1.x status line")
-    status = int(raw[9:12])
-    keep_alive = raw[5:8] == b"1.1"
-    end = len(raw) - 2
+    status = (rp[9] - 48) * 100 + (rp[10] - 48) * 10 + rp[11] - 48
+    if not 100 <= status <= 999:
+        raise ValueError("invalid status code")
+    keep_alive = rp[5:8] == b"1.1"
+    end = n - 2
     pos = eol + 2
-    first = _RESPONSE_FIRST
     length = -1
     te: Optional[bytes] = None
     conn: Optional[bytes] = None
@@ -296,18 +373,19 @@ def scan_response(raw: bytes, head_request: bool) -> ResponseHead:
     lower: Optional[bytes] = None
     kept = pos  # start of the run of lines kept so far
     while pos < end:
-        eol = raw.find(b"\r\n", pos)
+        eol = find_crlf(raw, pos, n)
         if eol < 0:
             raise ValueError("malformed response head")
-        if first[raw[pos]]:
+        if fp[rp[pos]]:
             if lower is None:
                 lower = raw.lower()
-            colon = raw.find(b":", pos, eol)
+                lp = lower
+            colon = find_char(raw, 58, pos, eol)
             if colon < 0:
                 raise ValueError("malformed response header")
-            name = lower[pos:colon]
+            name = lp[pos:colon]
             if name in HOP_BY_HOP:
-                value = raw[colon + 1:eol].strip(b" \t")
+                value = rp[colon + 1:eol].strip(b" \t")
                 if name == b"content-length":
                     if not value.isdigit() or length >= 0 and int(value) != length:
                         raise ValueError("invalid Content-Length from the backend")
@@ -315,17 +393,17 @@ def scan_response(raw: bytes, head_request: bool) -> ResponseHead:
                 elif name == b"transfer-encoding":
                     te = joined(te, value)
                 elif name == b"connection":
-                    conn = joined(conn, lower[colon + 1:eol].strip(b" \t"))
+                    conn = joined(conn, lp[colon + 1:eol].strip(b" \t"))
                 if kept < pos:
-                    lines.append(raw[kept:pos])
+                    lines.append(rp[kept:pos])
                 kept = eol + 2
         pos = eol + 2
     if kept < end:
-        lines.append(raw[kept:end])
+        lines.append(rp[kept:end])
     chunked = te is not None
     if te is not None and te != b"chunked" and te.strip(b" \t").lower() != b"chunked":
         raise ValueError(f"unsupported Transfer-Encoding {te[:40]!r} from the backend: only chunked")
-    if conn is not None:
+    if conn is not None and conn != b"keep-alive":
         tokens = connection_tokens_all(conn)
         if keep_alive:
             keep_alive = b"close" not in tokens
@@ -333,9 +411,11 @@ def scan_response(raw: bytes, head_request: bool) -> ResponseHead:
             keep_alive = b"keep-alive" in tokens
         named = tokens - HOP_BY_HOP - {b"close", b""}
         if named:  # headers the backend named in Connection are hop-by-hop too
-            lines = [line for line in b"".join(lines).split(b"\r\n")
-                     if line and line.split(b":", 1)[0].strip(b" \t").lower() not in named]
-            lines = [b"\r\n".join(lines) + b"\r\n"] if lines else []
+            kept_lines = [line for line in b"".join(lines).split(b"\r\n")
+                          if line and line.split(b":", 1)[0].strip(b" \t").lower() not in named]
+            lines = [b"\r\n".join(kept_lines) + b"\r\n"] if kept_lines else []
+    elif conn is not None:
+        keep_alive = True
     if head_request or status == 204 or status == 304:
         # HEAD keeps the backend's Content-Length (it describes the GET); no body follows
         if not (head_request and length >= 0 and status != 204 and status != 304):

@@ -22,12 +22,11 @@ Rules this module keeps:
   nothing in flight.
 """
 
-import asyncio
 from typing import TYPE_CHECKING, Any, Optional
 
 import httptools
 
-from fastproxy.http.head import scan_request
+from fastproxy.http.head import find_head_end, scan_request
 from fastproxy.http.request import HTTPError, check_host
 from fastproxy.http.response import simple_response
 from fastproxy.http.wire import LAST_CHUNK, ChunkedEnd, chunk
@@ -46,7 +45,7 @@ from fastproxy.server.exchange import (
     Exchange,
 )
 from fastproxy.server.flow import CLIENT_SLOW, PIPELINE_BUFFER, QUEUE_DEPTH, FlowControl
-from fastproxy.server.forward import PIPELINE_BYTES
+from fastproxy.server.forward import PIPELINE_BYTES, body_size
 from fastproxy.upstream.connection import UpstreamConnection, set_nodelay
 from fastproxy.upstream.errors import FailureKind
 
@@ -57,7 +56,10 @@ PIPELINE_DEPTH = 64  # queued requests per connection beyond which reading pause
 LINGER = 2.0  # seconds a closing connection keeps reading (and dropping) what the client sends
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """An asyncio protocol (compiled, a C class: asyncio.Protocol is not its base, uvloop needs
+    only the methods)."""
+
     __slots__ = ("w", "transport", "parser", "flow", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind",
                  "closing", "pending", "llhttp_done", "buffered", "writing_paused", "broken", "held",
                  "dispatching", "host_ok", "eof")
@@ -143,7 +145,7 @@ class ClientConnection(asyncio.Protocol):
         while pos < n and not self.closing and not self.broken:
             x = self.cur
             if x is None:  # a head
-                end = data.find(b"\r\n\r\n", max(pos, fed - 3))
+                end = find_head_end(data, max(pos, fed - 3))
                 if end < 0:
                     if not self.parse(data, fed, n):
                         return
@@ -380,7 +382,7 @@ class ClientConnection(asyncio.Protocol):
         buf = x.body_buf
         if buf is not None:  # answered before its buffered body went anywhere: drop it
             x.body_buf = None
-            self.buffered -= sum(len(b) for b in buf)
+            self.buffered -= body_size(buf)
             if self.buffered <= PIPELINE_BYTES:
                 self.flow.resume(PIPELINE_BUFFER)
         if not x.recorded:

@@ -23,11 +23,20 @@ from fastproxy.upstream.select import Picked, pick
 
 if TYPE_CHECKING:
     from fastproxy.config.compile import Target
+    from fastproxy.policies import Check
     from fastproxy.server.connection import ClientConnection
     from fastproxy.upstream.pool import Pool
 
 PIPELINE_BYTES = 64 * 1024  # buffered request bodies per connection beyond which reading pauses
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def body_size(buf: list[bytes]) -> int:
+    """Bytes in a buffered body."""
+    size = 0
+    for piece in buf:
+        size += len(piece)
+    return size
 
 
 def dispatch(conn: "ClientConnection", x: Exchange) -> None:
@@ -39,7 +48,7 @@ def dispatch(conn: "ClientConnection", x: Exchange) -> None:
         conn.respond(x, err.status, err.reason, close=True)
         return
     snap = w.snap
-    answer = phases.route(snap, x, w.draining, w.health_body())
+    answer = phases.route(snap, x, w)
     if answer is not None:
         conn.respond(x, answer.status, answer.reason, answer.body, answer.extra,
                      content_type=answer.content_type)
@@ -60,10 +69,15 @@ def dispatch(conn: "ClientConnection", x: Exchange) -> None:
         if pending is not None:
             conn.deadline = x.started + route.timeout  # a safety net: decisions are bounded
             conn.dl_kind = DL_UPSTREAM
-            chain.follow(checks, x, pending, w.clock, lambda err: checked(conn, x, err))
+            _wait(conn, x, checks, pending)
             return
         w.metrics.policy_passed(route.name)
     send_upstream(conn, x, None, x.started)
+
+def _wait(conn: "ClientConnection", x: Exchange, checks: "tuple[Check, ...]", pending: chain.Pending) -> None:
+    """Resume the chain when its decision arrives (a closure: not in a compiled function)."""
+    chain.follow(checks, x, pending, conn.w.clock, lambda err: checked(conn, x, err))
+
 
 def checked(conn: "ClientConnection", x: Exchange, err: Optional[BaseException]) -> None:
     if conn.closing or x.phase != CHECKING:
@@ -152,8 +166,12 @@ def attach(conn: "ClientConnection", x: Exchange, up: UpstreamConnection) -> Non
     buf = x.body_buf
     if buf is not None:
         x.body_buf = None
-        conn.buffered -= sum(len(b) for b in buf)
-        parts.extend(chunk(b) for b in buf) if x.chunked else parts.extend(buf)
+        conn.buffered -= body_size(buf)
+        if x.chunked:
+            for piece in buf:
+                parts.append(chunk(piece))
+        else:
+            parts += buf
         if conn.buffered <= PIPELINE_BYTES:
             conn.flow.resume(PIPELINE_BUFFER)
     if x.body_done:

@@ -6,7 +6,7 @@ connection acts on them (writes, connects, closes). See ARCHITECTURE.md for the 
 """
 
 from enum import Enum
-from typing import TYPE_CHECKING, Final, Optional, cast
+from typing import TYPE_CHECKING, Any, Final, Optional, cast
 
 from fastproxy.http.response import ERROR_BODIES
 from fastproxy.routing import METHOD_NOT_ALLOWED, NOT_FOUND
@@ -15,6 +15,7 @@ from fastproxy.upstream.errors import FailureKind
 if TYPE_CHECKING:
     from fastproxy.config.compile import Snapshot
     from fastproxy.server.exchange import Exchange
+    from fastproxy.server.worker import Worker
 
 IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 JSON: Final = b"application/json"
@@ -35,11 +36,13 @@ class Answer:
         self.content_type = content_type
 
 
-def route(snap: "Snapshot", x: "Exchange", draining: bool, health: bytes) -> Optional[Answer]:
+def route(snap: "Snapshot", x: "Exchange", worker: "Worker") -> Optional[Answer]:
     """Match `x` to its route (setting `x.route`, `x.params`, `x.rest`), or answer it."""
     path = x.path
     if path == b"/__health":
-        return Answer(503 if draining else 200, "draining" if draining else "", health, content_type=JSON)
+        draining = worker.draining
+        return Answer(503 if draining else 200, "draining" if draining else "", worker.health_body(),
+                      content_type=JSON)
     found, params, rest = snap.routes.match(x.method, path)
     if found is NOT_FOUND:
         return Answer(404, "no route", ERROR_BODIES[404])
@@ -48,7 +51,8 @@ def route(snap: "Snapshot", x: "Exchange", draining: bool, health: bytes) -> Opt
         allow = b", ".join(sorted(cast("dict[bytes, object]", params)))  # the methods the path has
         return Answer(405, "method not allowed", ERROR_BODIES[405], ((b"Allow", allow),))
     x.route = found
-    x.params = cast("Optional[dict[str, bytes]]", params)  # a route match: name -> value
+    matched: Any = params  # a route's match: parameter name -> value (a dict[str, bytes])
+    x.params = matched
     x.rest = rest
     return None
 

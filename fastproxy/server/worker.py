@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import msgspec
 
@@ -168,7 +168,8 @@ class Worker:
 
     async def _adopt(self, sock: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(lambda: ClientConnection(self), sock)
+            # an asyncio protocol by its methods; compiled it cannot subclass asyncio.Protocol
+            await self.loop.connect_accepted_socket(lambda: cast(asyncio.BaseProtocol, ClientConnection(self)), sock)
         except OSError:
             sock.close()
         finally:

@@ -14,7 +14,6 @@ take more of the request body). The client side slows this connection down only 
 `pause_reading`/`resume_reading`: each side owns its own transport.
 """
 
-import asyncio
 import socket
 import struct
 import time
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import httptools
 
-from fastproxy.http.head import ResponseHead, scan_response
+from fastproxy.http.head import ResponseHead, find_head_end, scan_response
 from fastproxy.upstream.errors import FailureKind
 
 if TYPE_CHECKING:
@@ -59,7 +58,9 @@ def set_nodelay(transport: Any) -> None:
             pass
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """An asyncio protocol, like server.connection.ClientConnection (no asyncio.Protocol base)."""
+
     __slots__ = ("pool", "transport", "parser", "sink", "state", "released_at", "pending", "head_request",
                  "reusable", "reading_paused", "resp_started", "framed", "reused", "ended", "sent_at")
 
@@ -116,7 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
             data = self.pending + data
             self.pending = b""
         while True:
-            end = data.find(b"\r\n\r\n")
+            end = find_head_end(data, 0)
             if end < 0:
                 if len(data) > MAX_RESPONSE_HEAD:
                     self.fail(FailureKind.MALFORMED)

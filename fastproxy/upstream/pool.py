@@ -10,7 +10,7 @@ import asyncio
 import collections
 import ssl as _ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, cast
 
 from fastproxy.upstream.connection import CLOSED, IDLE, UpstreamConnection
 from fastproxy.upstream.dns import DNSCache, DNSError
@@ -69,6 +69,10 @@ class Pool:
         while idle and now - idle[0].released_at >= self.idle_timeout:
             idle.popleft().close()
 
+    def _protocol(self) -> asyncio.BaseProtocol:
+        # an asyncio protocol by its methods; compiled it cannot subclass asyncio.Protocol
+        return cast(asyncio.BaseProtocol, UpstreamConnection(self))
+
     async def connect(self) -> UpstreamConnection:
         """Open a new connection; raise ConnectError."""
         t = self.target
@@ -85,15 +89,15 @@ class Pool:
             if left <= 0:
                 break
             try:
-                _, conn = await asyncio.wait_for(
-                    self.loop.create_connection(lambda: UpstreamConnection(self), addr, t.port, ssl=self.ssl,
+                _, proto = await asyncio.wait_for(
+                    self.loop.create_connection(self._protocol, addr, t.port, ssl=self.ssl,
                                                 server_hostname=t.host if self.ssl else None), left)
             except TimeoutError:
                 raise ConnectError(FailureKind.CONNECT_TIMEOUT, f"connect to {t.key} timed out") from None
             except (OSError, _ssl.SSLError) as exc:
                 error = exc
                 continue
-            return conn
+            return cast(UpstreamConnection, proto)
         if error is None:
             raise ConnectError(FailureKind.CONNECT_TIMEOUT, f"connect to {t.key} timed out")
         raise ConnectError(FailureKind.CONNECT, f"connect to {t.key}: {getattr(error, 'strerror', None) or error}")

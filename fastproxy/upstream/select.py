@@ -53,5 +53,7 @@ def pick(targets: "tuple[Target, ...]", rs: "RouteState", avoid: "Optional[Targe
         ticket = b.before(now)
         if ticket is not None:
             return Picked(t, b, ticket)
-    retry: float = min(breakers.for_target(t).retry_after(now) for t in targets)
-    return retry
+    soonest = breakers.for_target(targets[0]).retry_after(now)
+    for t in targets:
+        soonest = min(soonest, breakers.for_target(t).retry_after(now))
+    return soonest
