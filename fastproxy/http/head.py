@@ -172,6 +172,8 @@ def scan_request(h: RequestHead, raw: bytes, max_line: int, max_field: int, max_
         raise HTTPError(414, "request line too long")
     sp = find_char(raw, 32, 0, eol)
     sp2 = find_char(raw, 32, sp + 1, eol)  # llhttp allows exactly two spaces
+    if sp2 < 0:  # `GET /path`: an HTTP/0.9 request line
+        raise HTTPError(505, "HTTP version not supported")
     h.raw = raw
     h.method = rp[:sp]
     url = rp[sp + 1:sp2]

@@ -1,25 +1,17 @@
-"""The client-facing protocol: one object per TCP connection, one Exchange per request.
-
-It only acts (reads, writes, pauses, closes); the decisions are functions elsewhere, and
-ARCHITECTURE.md draws the phases: read the head (`http.head`), route (`phases.route`),
-policies (`policies.chain`), pick a host (`upstream.select`), build the backend head
-(`http.upstream_head`), relay the response (`server.exchange`), retry or answer an error
-(`phases.retry`).
+"""The client-facing protocol: one object per TCP connection, one Exchange per request. It
+only acts (reads, writes, pauses, closes); the decisions are functions elsewhere
+(ARCHITECTURE.md draws the phases and their modules).
 
 Rules this module keeps:
 - llhttp validates every byte and is fed each byte once, cut at message ends only: the end of
-  a head is found here (the first empty line: llhttp requires CRLF), the end of a body from its
-  Content-Length or chunk framing (`http.wire.ChunkedEnd`), and llhttp must agree (else 400).
-- Answers go out in request order. Pipelined requests queue behind the active one; their bodies
-  are buffered up to `PIPELINE_BUFFER` bytes, and at most `PIPELINE_DEPTH` requests wait,
-  beyond which reading pauses (`server.flow`).
-- One backend write per client read (a head and the body that came with it leave in one
-  syscall); a request refused within the read sends nothing upstream.
-- A refused request (4xx) gets its answer after those before it, then the connection closes
-  (lingering: what the client still sends is read and dropped). Timeouts use one deadline per
-  connection, swept by the worker's clock. A half-close inside a body refuses that request and
-  resets its backend connection; at `max_connections` the worker may `evict` a connection with
-  nothing in flight.
+  a head is found here (the first empty line), the end of a body from its Content-Length or
+  chunk framing (`http.wire.ChunkedEnd`), and llhttp must agree (else 400).
+- Answers go out in request order; pipelined requests queue (bodies buffered up to
+  PIPELINE_BYTES, at most PIPELINE_DEPTH waiting, beyond which reading pauses: `server.flow`).
+- One backend write per client read; a request refused within the read sends nothing upstream.
+- A refused request gets its 4xx after those before it, then a lingering close. One deadline
+  per connection, swept by the worker's clock. A half-close inside a body refuses that request
+  and resets its backend connection; at `max_connections` the worker may `evict` an idle one.
 """
 
 from typing import TYPE_CHECKING, Any, Optional
@@ -313,8 +305,12 @@ class ClientConnection:
                 self.host_ok = host  # the next request of this connection names it again, mostly
         except HTTPError as err:
             self.flush_held(None)
-            self.cur = x
             self.refuse(err)
+            return True
+        except Exception:  # a bug must cost this connection, never the worker
+            self.w.log.exception("internal error while reading a request head")
+            self.flush_held(None)
+            self.refuse(HTTPError(500, "internal error"))
             return True
         if x.chunked:
             x.chunks = ChunkedEnd()
