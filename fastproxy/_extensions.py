@@ -52,6 +52,7 @@ COMPILED: tuple[str, ...] = (
     "fastproxy.upstream.connection",
     "fastproxy.upstream.pool",
     "fastproxy.upstream.select",
+    "fastproxy.metrics",
 )
 
 ENV = "FASTPROXY_NO_EXTENSIONS"
