@@ -129,6 +129,7 @@ class ChunkedEnd:
             elif state == _TRAILER_LF:
                 if c != 0x0A:
                     raise ValueError("invalid end of chunked body")
+                self.trailer_bytes += 1
                 self.state = _SIZE
                 self.left = 0
                 self.done = True
