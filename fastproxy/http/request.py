@@ -10,11 +10,7 @@ raises HTTPError with the status the client gets.
 """
 
 
-# Request headers never forwarded as received (framing and hop-by-hop, RFC 9110 §7.6.1), plus
-# those fastproxy regenerates.
-REQUEST_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
-                          b"upgrade", b"trailer", b"host", b"content-length", b"expect", b"x-forwarded-for",
-                          b"x-forwarded-host", b"x-forwarded-proto", b"proxy-authorization"))
+from fastproxy.http.wire import REQUEST_DROP  # the one definition (also re-exported from here)
 
 
 def forwardable_name(name: str) -> bool:

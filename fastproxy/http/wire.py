@@ -24,8 +24,6 @@ REQUEST_DROP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connectio
                                  b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
                                  b"proxy-authorization"))
 
-# Connection values that name no header beyond the hop-by-hop ones dropped anyway.
-PLAIN_CONNECTION: Final = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close", b"keep-alive, close"))
 
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
