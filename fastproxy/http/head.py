@@ -28,7 +28,16 @@ from fastproxy.http.request import (
     parse_content_length,
     split_target,
 )
-from fastproxy.http.wire import HOP_BY_HOP, NO_BODY, REQUEST_DROP, UNKNOWN_LENGTH, connection_tokens, joined
+from fastproxy.http.wire import (
+    HOP_BY_HOP,
+    NO_BODY,
+    NOT_LISTED,
+    REQUEST_DROP,
+    UNKNOWN_LENGTH,
+    connection_options,
+    connection_tokens,
+    joined,
+)
 
 Header = tuple[bytes, bytes, bytes]  # (lowercased name, name, value)
 
@@ -141,14 +150,6 @@ class RequestHead:
         self._headers = value
         self.dirty = True  # forwarded from this list from now on
 
-    def header(self, lname: bytes) -> Optional[bytes]:
-        """The value of `lname` (lowercase), repeated values comma-joined; None when absent."""
-        value: Optional[bytes] = None
-        for name, _, v in self.headers:
-            if name == lname:
-                value = joined(value, v)
-        return value
-
 
 def split_headers(raw: bytes, lower: bytes, start: int) -> list[Header]:
     out: list[Header] = []
@@ -257,11 +258,11 @@ def scan_request(h: RequestHead, raw: bytes, max_line: int, max_field: int, max_
     if version == "1.1":
         if h.host_count != 1:
             raise HTTPError(400, "missing Host header" if not h.host_count else "duplicate Host header")
-        h.keep_alive = opts is None or opts == b"keep-alive" or b"close" not in connection_tokens_all(opts)
+        h.keep_alive = opts is None or opts == b"keep-alive" or b"close" not in connection_options(opts)
     else:
         if h.host_count > 1:
             raise HTTPError(400, "duplicate Host header")
-        h.keep_alive = opts is not None and b"keep-alive" in connection_tokens_all(opts)
+        h.keep_alive = opts is not None and b"keep-alive" in connection_options(opts)
     if h.cl > max_body:
         raise HTTPError(413, "request body too large")
     if url[:1] == b"/" and len(url.translate(None, b"#%.?")) == len(url):
@@ -270,11 +271,6 @@ def scan_request(h: RequestHead, raw: bytes, max_line: int, max_field: int, max_
         h.path, h.query = split_target(url)
         if url[0] != 0x2F:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
             h.host = check_authority(url, h.host)
-
-
-def connection_tokens_all(value: bytes) -> frozenset[bytes]:
-    """Every token of a Connection value, lowercased (`close`, `keep-alive` included)."""
-    return frozenset(t.strip(b" \t").lower() for t in value.split(b","))
 
 
 def forwarded_block(h: RequestHead) -> list[bytes]:
@@ -310,7 +306,14 @@ _NAMED_FIRST: dict[frozenset[bytes], bytes] = {}  # input_headers sets -> their 
 
 def named_headers(h: RequestHead, names: frozenset[bytes]) -> list[bytes]:
     """The header lines an `input_headers` list forwards (never a REQUEST_DROP one), in the
-    order received: as received, or rebuilt as `name: value` when a line has trailing OWS."""
+    order received: as received, or (a line to rebuild, or a list a policy edited: `headers`)
+    rebuilt from `headers` as `name: value`."""
+    if h.dirty:
+        out: list[bytes] = []
+        for lname, name, value in h.headers:
+            if lname in names and lname not in REQUEST_DROP:
+                out += (name, b": ", value, b"\r\n")
+        return out
     first = _NAMED_FIRST.get(names)
     if first is None:
         first = _NAMED_FIRST[names] = _first_bytes(names - REQUEST_DROP)
@@ -321,19 +324,16 @@ def named_headers(h: RequestHead, names: frozenset[bytes]) -> list[bytes]:
     n = len(raw)
     end = n - 2
     pos = h.hdr
-    out: list[bytes] = []
+    kept: list[bytes] = []
     while pos < end:
         eol = find_crlf(raw, pos, n)
         if fp[rp[pos]]:
             colon = find_char(raw, 58, pos, eol)
             lname = lp[pos:colon]
             if lname in names and lname not in REQUEST_DROP:
-                if h.dirty:
-                    out += (rp[pos:colon], b": ", rp[colon + 1:eol].strip(b" \t"), b"\r\n")
-                else:
-                    out.append(rp[pos:eol + 2])
+                kept.append(rp[pos:eol + 2])
         pos = eol + 2
-    return out
+    return kept
 
 
 class ResponseHead:
@@ -406,12 +406,12 @@ def scan_response(raw: bytes, head_request: bool) -> ResponseHead:
     if te is not None and te != b"chunked" and te.strip(b" \t").lower() != b"chunked":
         raise ValueError(f"unsupported Transfer-Encoding {te[:40]!r} from the backend: only chunked")
     if conn is not None and conn != b"keep-alive":
-        tokens = connection_tokens_all(conn)
+        tokens = connection_options(conn)
         if keep_alive:
             keep_alive = b"close" not in tokens
         else:
             keep_alive = b"keep-alive" in tokens
-        named = tokens - HOP_BY_HOP - {b"close", b""}
+        named = tokens - NOT_LISTED
         if named:  # headers the backend named in Connection are hop-by-hop too
             kept_lines = [line for line in b"".join(lines).split(b"\r\n")
                           if line and line.split(b":", 1)[0].strip(b" \t").lower() not in named]

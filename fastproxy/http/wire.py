@@ -28,9 +28,18 @@ REQUEST_DROP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connectio
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
+# Connection options that name no end-to-end header.
+NOT_LISTED: Final = HOP_BY_HOP | {b"close", b""}
+
+
+def connection_options(value: bytes) -> frozenset[bytes]:
+    """Every option of a Connection value, lowercased (`close` and `keep-alive` included)."""
+    return frozenset(t.strip(b" \t").lower() for t in value.split(b","))
+
+
 def connection_tokens(value: bytes) -> frozenset[bytes]:
     """The header names a Connection value lists (lowercased), minus those dropped anyway."""
-    return frozenset(t.strip(b" \t").lower() for t in value.split(b",")) - HOP_BY_HOP - {b"close", b""}
+    return connection_options(value) - NOT_LISTED
 
 
 def chunk(data: bytes) -> bytes:
@@ -51,11 +60,17 @@ NO_BODY: Final = -2  # HEAD, 204, 304: nothing follows the head
 UNKNOWN_LENGTH: Final = -1  # chunked or close-delimited
 
 
-def response_framing(length: int, version_11: bool) -> Framing:
-    """The framing decision for the client, from the backend's length and the client's version."""
+def response_framing(length: int, version_11: bool) -> int:
+    """The framing decision for the client (a Framing value), from the backend's length and
+    the client's version."""
     if length >= 0 or length == NO_BODY:
-        return Framing.LENGTH
-    return Framing.CHUNKED if version_11 else Framing.CLOSE
+        return _LENGTH
+    return _CHUNKED if version_11 else _CLOSE
+
+
+_LENGTH: Final = int(Framing.LENGTH)
+_CHUNKED: Final = int(Framing.CHUNKED)
+_CLOSE: Final = int(Framing.CLOSE)
 
 
 # ChunkedEnd states

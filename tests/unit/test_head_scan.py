@@ -70,3 +70,21 @@ def test_any_response_head_is_read_or_refused_with_a_value_error(fields, line, h
     assert 100 <= head.status <= 999
     for piece in head.lines:
         assert piece.endswith(b"\r\n")
+
+
+def test_a_header_list_a_policy_edited_is_what_the_backend_gets():
+    # the GeoIP policy removes a client's own X-Geoip through `headers`: neither an input_headers
+    # list naming it nor "*" may forward the raw line
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Geoip: {\"forged\": 1}\r\nAccept: */*\r\n\r\n"
+    h = RequestHead()
+    scan_request(h, raw, 8192, 8192, 65536, 100, 10**9)
+    h.headers = [hd for hd in h.headers if hd[0] != b"x-geoip"]
+    assert b"".join(named_headers(h, frozenset([b"x-geoip", b"accept"]))) == b"Accept: */*\r\n"
+    assert b"".join(forwarded_block(h)) == b"Accept: */*\r\n"
+
+
+def test_input_headers_forward_their_lines_as_received_in_order():
+    raw = b"GET / HTTP/1.1\r\nB: 2\r\nHost: a\r\nA:1\r\nB: 3\r\n\r\n"
+    h = RequestHead()
+    scan_request(h, raw, 8192, 8192, 65536, 100, 10**9)
+    assert b"".join(named_headers(h, frozenset([b"a", b"b", b"host"]))) == b"B: 2\r\nA:1\r\nB: 3\r\n"
