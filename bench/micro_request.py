@@ -20,7 +20,7 @@ import uvloop
 from fastproxy.config.compile import load
 from fastproxy.server.connection import ClientConnection
 from fastproxy.server.worker import Worker
-from fastproxy.upstream.connection import IDLE, UpstreamConnection
+from fastproxy.upstream.connection import UpstreamConnection
 
 REQUEST = (b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:19083\r\n"
            b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) fastproxy-bench/1.0\r\n\r\n")
@@ -83,9 +83,7 @@ def main() -> None:
     pool = w.pool(route.targets[0])
     up = UpstreamConnection(pool)
     up.connection_made(FakeTransport())
-    up.state = IDLE
-    up.released_at = loop.time()
-    pool.put(up)
+    pool.adopt(up)
     client = ClientConnection(w)
     client_t = FakeTransport()
     client.connection_made(client_t)

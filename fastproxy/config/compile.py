@@ -25,6 +25,7 @@ from fastproxy.config.load import ConfigError, load_file, with_positions
 from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment, listing
 from fastproxy.config.problems import Problems, kind_of
 from fastproxy.http.request import forwardable_name
+from fastproxy.http.upstream_head import QUERY_ALL, QUERY_LIST, QUERY_NONE
 from fastproxy.policies import Policy, RouteDraft, registry
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
 from fastproxy.security.clientip import ClientIPResolver
@@ -91,7 +92,6 @@ class Route:
     index: int  # its position in Snapshot.route_list, and of its RouteState in the worker's State
 
 
-QUERY_NONE, QUERY_ALL, QUERY_LIST = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from fastproxy.http.request import filter_query
 if TYPE_CHECKING:
     from fastproxy.config.compile import Route, Target
 
-QUERY_ALL: Final = 1  # config.compile.QUERY_ALL (not imported: http/ sits below config/)
+# A route's query_mode: no query string for the backend, all of it, or the listed parameters.
+QUERY_NONE, QUERY_ALL, QUERY_LIST = 0, 1, 2
 _BODY_METHODS: Final = frozenset((b"POST", b"PUT", b"PATCH"))
 
 

@@ -14,3 +14,6 @@ cdef class ChunkedEnd:
 
     @cython.locals(i=Py_ssize_t, n=Py_ssize_t, state=cython.int, left=cython.longlong, take=Py_ssize_t, c=cython.uchar)
     cpdef Py_ssize_t feed(self, bytes data, Py_ssize_t start) except -1
+
+
+cpdef int response_framing(long long length, bint version_11)

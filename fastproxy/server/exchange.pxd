@@ -2,7 +2,7 @@
 cimport cython
 
 from fastproxy.http.head cimport RequestHead, ResponseHead
-from fastproxy.http.wire cimport ChunkedEnd
+from fastproxy.http.wire cimport ChunkedEnd, response_framing
 from fastproxy.upstream.connection cimport UpstreamConnection
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Optional
 from fastproxy.http.head import RequestHead, ResponseHead
 from fastproxy.http.request import HTTPError
 from fastproxy.http.response import STATUS_LINE_11, status_line
-from fastproxy.http.wire import LAST_CHUNK, NO_BODY, ChunkedEnd, Framing, chunk
+from fastproxy.http.wire import LAST_CHUNK, ChunkedEnd, Framing, chunk, response_framing
 from fastproxy.limits.headers import rl_headers
 from fastproxy.server.flow import BACKEND_BUSY
 from fastproxy.upstream.errors import FailureKind
@@ -117,17 +117,14 @@ class Exchange(RequestHead):
         if self.rl is not None and w.snap.protocol.ratelimit_headers:
             parts.append(rl_headers(self.rl))
         length = head.length
+        framing = response_framing(length, self.version == "1.1")
+        self.framing = framing
         if length >= 0:  # (a HEAD answer keeps the backend's, as it describes the GET)
             parts.append(b"Content-Length: %d\r\n" % length)
-            self.framing = 0
-        elif length == NO_BODY or self.method == b"HEAD":
-            self.framing = 0
-        elif self.version == "1.1":
+        elif framing == _CHUNKED:
             parts.append(b"Transfer-Encoding: chunked\r\n")
-            self.framing = _CHUNKED
-        else:
+        elif framing == _CLOSE:
             close = True  # HTTP/1.0 client, unknown length: the close delimits the body
-            self.framing = _CLOSE
         if close:
             self.keep_alive = False
             parts.append(b"Connection: close\r\n\r\n")

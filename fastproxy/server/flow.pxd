@@ -11,5 +11,4 @@ cdef class FlowControl:
 
     cpdef pause(self, int reason)
     cpdef resume(self, int reason)
-    cpdef bint holds(self, int reason)
     cpdef clear(self)

@@ -46,9 +46,6 @@ class FlowControl:
             if not self.reasons and not self.stopped:
                 self.transport.resume_reading()
 
-    def holds(self, reason: int) -> bool:
-        return bool(self.reasons & reason)
-
     def clear(self) -> None:
         """Read again whatever held it (a closing connection drains what the client sends)."""
         self.reasons = 0

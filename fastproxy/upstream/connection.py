@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 import httptools
 
 from fastproxy.http.head import ResponseHead, find_head_end, scan_response
+from fastproxy.http.wire import NO_BODY
 from fastproxy.upstream.errors import FailureKind
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class UpstreamConnection:
             break
         self.resp_started = True
         length = head.length
-        self.framed = head.chunked or length >= 0 or length == -2
+        self.framed = head.chunked or length >= 0 or length == NO_BODY
         if not head.keep_alive:
             self.reusable = False
         sink.up_head(head)

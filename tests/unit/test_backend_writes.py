@@ -15,7 +15,7 @@ import uvloop
 from fastproxy.config.compile import compile_config
 from fastproxy.server.connection import ClientConnection
 from fastproxy.server.worker import Worker
-from fastproxy.upstream.connection import IDLE, UpstreamConnection
+from fastproxy.upstream.connection import UpstreamConnection
 
 
 class Recorder:
@@ -71,9 +71,7 @@ def proxy(tmp_path):
     up = UpstreamConnection(pool)
     up_t = Recorder()
     up.connection_made(up_t)
-    up.state = IDLE
-    up.released_at = loop.time()
-    pool.put(up)
+    pool.adopt(up)
     client = ClientConnection(w)
     client_t = Recorder()
     client.connection_made(client_t)
