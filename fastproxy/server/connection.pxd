@@ -1,7 +1,7 @@
 # C types for fastproxy/server/connection.py when compiled (setup.py; pure-Python mode).
 cimport cython
 
-from fastproxy.http.head cimport find_head_end, scan_request
+from fastproxy.http.head cimport find_crlf, find_head_end, scan_request
 from fastproxy.http.wire cimport ChunkedEnd
 from fastproxy.server.exchange cimport Exchange
 from fastproxy.server.flow cimport FlowControl

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import httptools
 
-from fastproxy.http.head import find_head_end, scan_request
+from fastproxy.http.head import find_crlf, find_head_end, scan_request
 from fastproxy.http.request import HTTPError, check_host
 from fastproxy.http.response import simple_response
 from fastproxy.http.wire import LAST_CHUNK, ChunkedEnd, chunk
@@ -144,7 +144,7 @@ class ClientConnection:
                     self.pending = rest = data[pos:]
                     if len(rest) > limits.max_head_size + limits.max_request_line:
                         self.refuse(HTTPError(431, "request head too large"))
-                    elif len(rest) > limits.max_request_line and rest.find(b"\r\n") < 0:
+                    elif len(rest) > limits.max_request_line and find_crlf(rest, 0, len(rest)) < 0:
                         self.refuse(HTTPError(414, "request line too long"))
                     elif not self.queue and self.dl_kind != DL_HEAD:
                         self.deadline = self.w.clock() + limits.read_header_timeout

@@ -74,6 +74,7 @@ def dispatch(conn: "ClientConnection", x: Exchange) -> None:
         w.metrics.policy_passed(route.name)
     send_upstream(conn, x, None, x.started)
 
+
 def _wait(conn: "ClientConnection", x: Exchange, checks: "tuple[Check, ...]", pending: chain.Pending) -> None:
     """Resume the chain when its decision arrives (a closure: not in a compiled function)."""
     chain.follow(checks, x, pending, conn.w.clock, lambda err: checked(conn, x, err))
@@ -92,6 +93,7 @@ def checked(conn: "ClientConnection", x: Exchange, err: Optional[BaseException])
         conn.w.log.error("internal error in a policy of %s", x.route.name, exc_info=err)
         conn.respond(x, 500, "internal error", close=True)
 
+
 def reject(conn: "ClientConnection", x: Exchange, rej: Rejection) -> None:
     extra = rej.headers
     if x.rl is not None and conn.w.snap.protocol.ratelimit_headers:
@@ -99,6 +101,7 @@ def reject(conn: "ClientConnection", x: Exchange, rej: Rejection) -> None:
     assert x.route is not None
     conn.w.metrics.rejected(x.route.name, rej.reason)
     conn.respond(x, rej.status, rej.reason, extra=extra)
+
 
 def send_upstream(conn: "ClientConnection", x: Exchange, avoid: "Optional[Target]", now: float,
                   fresh: bool = False) -> None:
@@ -141,6 +144,7 @@ def send_upstream(conn: "ClientConnection", x: Exchange, avoid: "Optional[Target
     else:
         w.loop.create_task(connect(conn, x, pool))
 
+
 async def connect(conn: "ClientConnection", x: Exchange, pool: "Pool") -> None:
     try:
         up = await pool.connect()
@@ -152,6 +156,7 @@ async def connect(conn: "ClientConnection", x: Exchange, pool: "Pool") -> None:
         up.release()
         return
     attach(conn, x, up)
+
 
 def attach(conn: "ClientConnection", x: Exchange, up: UpstreamConnection) -> None:
     """Send `x` to the backend connection `up`: its head, and the body received so far."""
@@ -189,6 +194,7 @@ def attach(conn: "ClientConnection", x: Exchange, up: UpstreamConnection) -> Non
         held.append((x, up, b"".join(parts)))
     if conn.writing_paused:  # the client is not reading: do not read its answer yet
         up.pause_reading()
+
 
 def upstream_failed(conn: "ClientConnection", x: Exchange, kind: FailureKind, detail: str = "") -> None:
     w = conn.w
