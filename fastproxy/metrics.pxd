@@ -15,6 +15,10 @@ cdef class Metrics:
     cdef public dict gauges
     cdef public dict upstream_latency
     cdef public dict passed
+    cdef public Py_ssize_t tunnels_open
+    cdef public Py_ssize_t tunnels_total
+    cdef public long long tunnel_up
+    cdef public long long tunnel_down
 
     @cython.locals(r=dict)
     cpdef request(self, x)

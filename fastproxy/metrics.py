@@ -27,7 +27,8 @@ Snapshot = dict[str, list[Series]]
 
 class Metrics:
     __slots__ = ("requests", "rejections", "upstream_errors", "breaker_transitions", "redis_switches",
-                 "connections_open", "connections_total", "evicted", "gauges", "upstream_latency", "passed")
+                 "connections_open", "connections_total", "evicted", "gauges", "upstream_latency", "passed",
+                 "tunnels_open", "tunnels_total", "tunnel_up", "tunnel_down")
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}  # (route, status)
@@ -41,6 +42,10 @@ class Metrics:
         self.gauges: dict[str, Callable[[], list[Series]]] = {}  # name -> its series, read at scrape
         self.upstream_latency: dict[str, list[float]] = {}  # route -> [bucket counts (+Inf last)..., sum]
         self.passed: dict[str, int] = {}  # route -> requests that passed every policy of the route
+        self.tunnels_open = 0  # upgrade tunnels (server.tunnel)
+        self.tunnels_total = 0
+        self.tunnel_up = 0  # bytes through tunnels, client to backend
+        self.tunnel_down = 0  # and backend to client
 
     def request(self, x: "Exchange") -> None:
         route = x.route.name if x.route is not None else ""
@@ -68,6 +73,13 @@ class Metrics:
         key = (target, kind)
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
+    def tunnel_opened(self) -> None:
+        self.tunnels_open += 1
+        self.tunnels_total += 1
+
+    def tunnel_closed(self) -> None:
+        self.tunnels_open -= 1
+
     def breaker_transition(self, name: str, target: str, new: str) -> None:
         key = (name, target, new)
         self.breaker_transitions[key] = self.breaker_transitions.get(key, 0) + 1
@@ -84,6 +96,10 @@ class Metrics:
             "fastproxy_connections_open": [((), (), self.connections_open)],
             "fastproxy_connections_total": [((), (), self.connections_total)],
             "fastproxy_connections_evicted_total": [((), (), self.evicted)],
+            "fastproxy_tunnels_open": [((), (), self.tunnels_open)],
+            "fastproxy_tunnels_total": [((), (), self.tunnels_total)],
+            "fastproxy_tunnel_bytes_total": [(("direction",), ("up",), self.tunnel_up),
+                                             (("direction",), ("down",), self.tunnel_down)],
         }
         out["fastproxy_policy_passes_total"] = [(("route",), (k,), v) for k, v in self.passed.items()]
         rows: list[Series] = []
@@ -115,7 +131,14 @@ HELP = {
     "fastproxy_connections_total": ("counter", "Client connections accepted."),
     "fastproxy_connections_evicted_total": ("counter", "Connections without a request in flight closed at "
                                             "max_connections to admit a new one."),
+    "fastproxy_tunnels_open": ("gauge", "Open upgrade (WebSocket) tunnels."),
+    "fastproxy_tunnels_total": ("counter", "Upgrade (WebSocket) tunnels opened."),
+    "fastproxy_tunnel_bytes_total": ("counter", "Bytes through upgrade tunnels: up is client to backend, down "
+                                     "backend to client."),
 }
+
+
+SUMMED_GAUGES = frozenset(("fastproxy_connections_open", "fastproxy_tunnels_open"))  # per worker: summed
 
 
 def _esc(v: object) -> str:
@@ -143,7 +166,7 @@ def render(snapshots: list[Snapshot]) -> bytes:
             m = merged.setdefault(name, {})
             for labels, values, v in rows:
                 key = (tuple(labels), tuple(values))
-                if HELP.get(name, ("counter",))[0] == "gauge" and name != "fastproxy_connections_open":
+                if HELP.get(name, ("counter",))[0] == "gauge" and name not in SUMMED_GAUGES:
                     m[key] = v
                 else:
                     m[key] = m.get(key, 0) + v

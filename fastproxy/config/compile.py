@@ -24,6 +24,7 @@ from fastproxy.config import schema
 from fastproxy.config.load import ConfigError, load_file, with_positions
 from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment, listing
 from fastproxy.config.problems import Problems, kind_of
+from fastproxy.config.websocket import WebSocket, compile_websocket
 from fastproxy.http.request import forwardable_name
 from fastproxy.http.upstream_head import QUERY_ALL, QUERY_LIST, QUERY_NONE
 from fastproxy.policies import Policy, RouteDraft, registry
@@ -90,6 +91,7 @@ class Route:
     backend_checks: tuple[Policy, ...]
     breaker_config: Optional[BreakerConfig]  # qos/circuit-breaker (and /http), or None
     index: int  # its position in Snapshot.route_list, and of its RouteState in the worker's State
+    websocket: Optional[WebSocket] = None  # the `websocket` namespace: Upgrade requests are tunnelled
 
 
 
@@ -108,6 +110,7 @@ class Snapshot:
     targets: Mapping[str, Target]  # key -> Target
     client_ip: Optional[ClientIPResolver]
     warnings: tuple[str, ...] = ()
+    upgrades: bool = False  # some route tunnels Upgrade requests (the head read looks for them)
 
 
 def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) -> Optional[Target]:
@@ -121,8 +124,10 @@ def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) 
         problems.error(path, f"expected 'scheme://host:port', found {raw!r}")
         return None
     u = urlsplit(raw)
+    if u.scheme in ("ws", "wss"):  # KrakenD's WebSocket hosts: the handshake is HTTP(S)
+        u = u._replace(scheme="http" if u.scheme == "ws" else "https")
     if u.scheme not in ("http", "https"):
-        problems.error(path, f"expected an http:// or https:// host, found {raw!r}")
+        problems.error(path, f"expected an http://, https://, ws:// or wss:// host, found {raw!r}")
         return None
     if not u.hostname or (u.path not in ("", "/")) or u.query:
         problems.error(path, f"expected 'scheme://host:port' with no path, found {raw!r}")
@@ -367,6 +372,12 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         draft = RouteDraft(ep.endpoint, method)
         ep_checks = registry.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=draft)
         be_checks = registry.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=draft)
+        ws: Optional[WebSocket] = None
+        if "websocket" in ep.extra_config:
+            ws = compile_websocket(ep.extra_config["websocket"], f'{ep_path}.extra_config["websocket"]', problems,
+                                   label)
+            if ws is None:
+                usable = False
         if draft.valid_statuses is not None and draft.breaker is None:
             problems.error(f'{be_path}.extra_config["qos/circuit-breaker/http"]',
                            'needs "qos/circuit-breaker" on the same backend')
@@ -385,6 +396,7 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
             backend_checks=policies.order(be_checks),
             breaker_config=draft.breaker,
             index=len(route_list),
+            websocket=ws,
         )
         for t in hosts:
             targets.setdefault(t.key, t)
@@ -414,6 +426,7 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         targets=targets,
         client_ip=ctx.client_ip,
         warnings=tuple(problems.warnings),
+        upgrades=any(r.websocket is not None for r in route_list),
     )
 
 

@@ -47,7 +47,7 @@ HANDLERS: dict[str, dict[str, Handler]] = {
 # Other names of an implemented namespace, compiled by its handler.
 ALIASES: dict[str, str] = {"github_com/devopsfaith/krakend-botdetector": "security/bot-detector"}
 # Keys that are ours or handled outside the handler table.
-HANDLED_ELSEWHERE = {"service": {"fastproxy", "router", "redis"}, "endpoint": set(), "backend": set()}
+HANDLED_ELSEWHERE = {"service": {"fastproxy", "router", "redis"}, "endpoint": {"websocket"}, "backend": set()}
 def known_namespaces() -> set[str]:
     """Every namespace name fastproxy recognises, implemented or not (for "did you mean")."""
     names = {n for h in HANDLERS.values() for n in h} | set(ALIASES)
@@ -78,6 +78,9 @@ def compile_level(level: str, extra: dict[str, Any], path: str, ctx: CompileCont
             out.extend(handler(block, npath, ctx, route))
         elif ns in HANDLED_ELSEWHERE[level] or namespaces.is_comment(ns) or namespaces.refused(ns):
             continue
+        elif name == "websocket":
+            _ignored(ctx, ns, npath, "KrakenD reads `websocket` in an endpoint's extra_config only: ignored here",
+                     label)
         elif name in namespaces.IGNORABLE:
             _ignored(ctx, ns, npath, "recognised KrakenD namespace, not implemented by fastproxy: ignored", label)
         elif any(name in h for h in HANDLERS.values()):

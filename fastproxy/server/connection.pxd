@@ -31,6 +31,8 @@ cdef class ClientConnection:
     cdef public bint dispatching
     cdef public object host_ok
     cdef public bint eof
+    cdef public bytearray early
+    cdef public object tunnel
 
     @cython.locals(held=list, x=Exchange, up=UpstreamConnection, out=bytes)
     cpdef data_received(self, bytes data)

@@ -22,13 +22,14 @@ from fastproxy.http.head import find_crlf, find_head_end, scan_request
 from fastproxy.http.request import HTTPError, check_host
 from fastproxy.http.response import simple_response
 from fastproxy.http.wire import LAST_CHUNK, ChunkedEnd, chunk
-from fastproxy.server import forward
+from fastproxy.server import forward, tunnel
 from fastproxy.server.exchange import (
     CHECKING,
     DL_HEAD,
     DL_IDLE,
     DL_LINGER,
     DL_NONE,
+    DL_TUNNEL,
     DL_UPSTREAM,
     DONE,
     QUEUED,
@@ -54,7 +55,7 @@ class ClientConnection:
 
     __slots__ = ("w", "transport", "parser", "flow", "peer", "peer_b", "cur", "queue", "deadline", "dl_kind",
                  "closing", "pending", "llhttp_done", "buffered", "writing_paused", "broken", "held",
-                 "dispatching", "host_ok", "eof")
+                 "dispatching", "host_ok", "eof", "early", "tunnel")
 
     def __init__(self, worker: "Worker") -> None:
         self.w = worker
@@ -79,6 +80,10 @@ class ClientConnection:
         self.dispatching = False  # finish() is running the queue: nested finishes leave it to it
         self.host_ok: Optional[bytes] = None  # the last Host value check_host accepted
         self.eof = False  # the client half-closed
+        # After an upgrade handshake for a websocket route: what the client sent after it, not
+        # read as HTTP, for the backend once it switches protocols (None: reading HTTP).
+        self.early: Optional[bytearray] = None
+        self.tunnel: Optional[tunnel.Tunnel] = None  # after the backend's 101 (server.tunnel)
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -109,6 +114,12 @@ class ClientConnection:
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.broken:
+            return
+        early = self.early
+        if early is not None:  # waiting for the answer to an upgrade handshake
+            early += data
+            if len(early) > tunnel.EARLY_MAX:
+                self.flow.pause(PIPELINE_BUFFER)
             return
         self.held = []
         self.read(data)
@@ -155,6 +166,10 @@ class ClientConnection:
                 if not self.parse(data, max(pos, fed), end):
                     return
                 if self.head(data[pos:end] if pos or end < n else data, limits):
+                    return
+                if self.early is not None:  # an upgrade handshake: what follows is not HTTP
+                    if not self.closing:
+                        self.early += data[end:]
                     return
                 pos = end
             else:  # a body
@@ -312,6 +327,19 @@ class ClientConnection:
             self.flush_held(None)
             self.refuse(HTTPError(500, "internal error"))
             return True
+        if x.conn_opts is not None and self.w.snap.upgrades:
+            route = tunnel.wants_tunnel(self.w.snap, x)
+            if route is not None:
+                assert route.websocket is not None
+                try:
+                    tunnel.check_handshake(x, route.websocket)
+                except HTTPError as err:
+                    self.flush_held(None)
+                    self.refuse(err)
+                    return True
+                x.upgrade = True
+                x.keep_alive = False  # unless it becomes a tunnel, the connection ends with its answer
+                self.early = bytearray()
         if x.chunked:
             x.chunks = ChunkedEnd()
             self.cur = x
@@ -484,6 +512,11 @@ class ClientConnection:
         if kind == DL_IDLE or kind == DL_LINGER:
             self.closing = True
             self.transport.close()
+        elif kind == DL_TUNNEL:
+            t = self.tunnel
+            if t is not None:
+                t.expire(now)
+            return
         elif kind == DL_HEAD:
             if self.queue:
                 return

@@ -37,6 +37,7 @@ cdef class Exchange(RequestHead):
     cdef public str reason
     cdef public object error
     cdef public bint recorded
+    cdef public bint upgrade
 
     @cython.locals(status=cython.int, parts=list, length=cython.longlong, close=bint)
     cpdef up_head(self, ResponseHead head)
@@ -44,6 +45,7 @@ cdef class Exchange(RequestHead):
     cpdef up_flush(self)
     cdef _write_out(self)
     cpdef bint up_end(self, bint framed)
+    cpdef up_upgrade(self, UpstreamConnection up, bytes raw, bytes rest)
     cpdef up_error(self, kind)
     cpdef up_pause(self)
     cpdef up_resume(self)

@@ -35,6 +35,7 @@ class Phase(IntEnum):
     STREAMING = 2  # the response is being relayed
     DONE = 3  # answered
     CHECKING = 4  # waiting for a policy decision (Redis)
+    TUNNEL = 5  # the backend switched protocols: bytes pass both ways (server.tunnel)
 
 
 class Deadline(IntEnum):
@@ -45,6 +46,7 @@ class Deadline(IntEnum):
     UPSTREAM = 2  # the active request's backend (or policy) answer
     NONE = 3
     LINGER = 4  # closing: reading and dropping what the client still sends
+    TUNNEL = 5  # an upgrade tunnel's idle timeout
 
 
 QUEUED: Final = int(Phase.QUEUED)
@@ -52,11 +54,13 @@ WAITING: Final = int(Phase.WAITING)
 STREAMING: Final = int(Phase.STREAMING)
 DONE: Final = int(Phase.DONE)
 CHECKING: Final = int(Phase.CHECKING)
+TUNNEL: Final = int(Phase.TUNNEL)
 DL_IDLE: Final = int(Deadline.IDLE)
 DL_HEAD: Final = int(Deadline.HEAD)
 DL_UPSTREAM: Final = int(Deadline.UPSTREAM)
 DL_NONE: Final = int(Deadline.NONE)
 DL_LINGER: Final = int(Deadline.LINGER)
+DL_TUNNEL: Final = int(Deadline.TUNNEL)
 _CHUNKED: Final = int(Framing.CHUNKED)
 _CLOSE: Final = int(Framing.CLOSE)
 
@@ -66,7 +70,8 @@ class Exchange(RequestHead):
 
     __slots__ = ("conn", "body_left", "chunks", "body_done", "body_size", "body_buf", "body_sent", "route",
                  "rstate", "params", "rest", "client_ip", "rl", "up_extra", "up", "target", "breaker", "ticket",
-                 "retried", "started", "phase", "status", "framing", "head_sent", "out", "reason", "error", "recorded")
+                 "retried", "started", "phase", "status", "framing", "head_sent", "out", "reason", "error", "recorded",
+                 "upgrade")
 
     def __init__(self, conn: "ClientConnection") -> None:
         RequestHead.__init__(self)
@@ -98,6 +103,7 @@ class Exchange(RequestHead):
         self.reason = ""
         self.error: Optional[HTTPError] = None
         self.recorded = False  # counted and logged (ClientConnection.record)
+        self.upgrade = False  # an upgrade handshake for a websocket route (server.tunnel)
 
     # -- ResponseSink: called by the backend connection -------------------------------------
     def up_head(self, head: ResponseHead) -> None:
@@ -185,6 +191,14 @@ class Exchange(RequestHead):
         complete = self.body_done and self.body_sent
         conn.finish(self, now)
         return complete
+
+    def up_upgrade(self, up: "UpstreamConnection", raw: bytes, rest: bytes) -> None:
+        """The backend answered the upgrade handshake with 101 (`raw`; `rest` followed it): the
+        connection leaves HTTP and becomes a tunnel."""
+        from fastproxy.server.tunnel import open_tunnel
+
+        self.conn.flow.resume(BACKEND_BUSY)
+        open_tunnel(self.conn, self, up, raw, rest)
 
     def up_error(self, kind: FailureKind) -> None:
         """The backend failed (reset, malformed, timeout)."""

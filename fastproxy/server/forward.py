@@ -17,6 +17,7 @@ from fastproxy.policies import Rejection, chain
 from fastproxy.server import phases
 from fastproxy.server.exchange import CHECKING, DL_UPSTREAM, DONE, WAITING, Exchange
 from fastproxy.server.flow import PIPELINE_BUFFER
+from fastproxy.server.tunnel import handshake_lines
 from fastproxy.upstream.connection import UpstreamConnection
 from fastproxy.upstream.errors import ConnectError, FailureKind, status_for
 from fastproxy.upstream.select import Picked, pick
@@ -166,8 +167,12 @@ def attach(conn: "ClientConnection", x: Exchange, up: UpstreamConnection) -> Non
     method = backend_method(x, route)
     resolver = conn.w.snap.client_ip
     xff = resolver.forwarded_for(conn.peer, x.headers) if resolver is not None else conn.peer_b
-    parts = request_head(x, route, x.target, method, backend_target(x, route, x.params, x.rest), xff,
-                         x.up_extra)
+    extra = x.up_extra
+    if x.upgrade:
+        lines = handshake_lines(x, route)
+        extra = lines if extra is None else extra + lines
+    up.upgrade = x.upgrade
+    parts = request_head(x, route, x.target, method, backend_target(x, route, x.params, x.rest), xff, extra)
     buf = x.body_buf
     if buf is not None:
         x.body_buf = None

@@ -240,6 +240,11 @@ class Worker:
         }
         if x.reason:  # why it was refused, or why the answer was cut
             rec["reason"] = x.reason
+        t = conn.tunnel
+        if t is not None:  # logged as the tunnel closes
+            rec["bytes_up"] = t.up_bytes
+            rec["bytes_down"] = t.down_bytes
+            rec["closed"] = t.ended_by
         os.write(2, msgspec.json.encode(rec) + b"\n")
 
     # -- signals -------------------------------------------------------------------------------
@@ -287,7 +292,10 @@ class Worker:
         if not self.done.done():
             log.warning("drain deadline reached with %d connections open: closing them", len(self.conns))
             for conn in list(self.conns):
-                conn.transport.abort()
+                if conn.tunnel is not None:
+                    conn.tunnel.drain()
+                else:
+                    conn.transport.abort()
             self.done.set_result(None)
 
     def install_signals(self) -> None:

@@ -22,6 +22,7 @@ cdef class UpstreamConnection:
     cdef public bint reused
     cdef public bint ended
     cdef public double sent_at
+    cdef public bint upgrade
 
     cpdef data_received(self, bytes data)
     @cython.locals(end=Py_ssize_t, head=ResponseHead, length=cython.longlong)

@@ -42,6 +42,9 @@ class ResponseSink(Protocol):
         """The response ended (`framed`: by its own framing, not by the close); returns
         whether the whole request had been sent (else the connection cannot be reused)."""
         ...
+    def up_upgrade(self, up: "UpstreamConnection", raw: bytes, rest: bytes) -> None:
+        """The backend switched protocols (101): its transport is the sink's from now on."""
+        ...
     def up_error(self, kind: FailureKind) -> None: ...
     def up_flush(self) -> None: ...
     def up_pause(self) -> None: ...
@@ -63,7 +66,7 @@ class UpstreamConnection:
     """An asyncio protocol, like server.connection.ClientConnection (no asyncio.Protocol base)."""
 
     __slots__ = ("pool", "transport", "parser", "sink", "state", "released_at", "pending", "head_request",
-                 "reusable", "reading_paused", "resp_started", "framed", "reused", "ended", "sent_at")
+                 "reusable", "reading_paused", "resp_started", "framed", "reused", "ended", "sent_at", "upgrade")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -85,6 +88,7 @@ class UpstreamConnection:
         # when the current request went to this connection, on the high-resolution clock: the
         # loop's clock (uvloop) counts whole milliseconds, ten times a loopback backend's answer
         self.sent_at = 0.0
+        self.upgrade = False  # the request in flight asks to switch protocols: a 101 may answer it
 
     # -- asyncio callbacks ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -130,7 +134,9 @@ class UpstreamConnection:
                 head = scan_response(data[:end], self.head_request)
                 if head.status < 200:
                     if head.status == 101:
-                        raise ValueError("upgrade not supported")
+                        if not self.upgrade:
+                            raise ValueError("101 Switching Protocols to a request that asked for no upgrade")
+                        break
                     # 100/102/103: interim, never relayed (we answer 100-continue ourselves)
                     self.parser.feed_data(data[:end])
                     data = data[end:]
@@ -142,6 +148,12 @@ class UpstreamConnection:
                 return b""
             break
         self.resp_started = True
+        if head.status == 101:  # the connection leaves HTTP and the pool: the sink takes its transport
+            self.sink = None
+            self.state = CLOSED
+            self.reusable = False
+            sink.up_upgrade(self, data[:end], data[end:])
+            return b""
         length = head.length
         self.framed = head.chunked or length >= 0 or length == NO_BODY
         if not head.keep_alive:

@@ -52,7 +52,7 @@ BAD_ERRORS = [
     "$.endpoints[1].timeout: expected a duration such as \"500ms\" or \"2s\", found '5 seconds'",
     "$.endpoints[2].backend[0].host: expected a list of 'scheme://host:port' here or in the root 'host'",
     "$.endpoints[3].method: expected one of DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, found 'FETCH'",
-    "$.endpoints[3].backend[0].host[0]: expected an http:// or https:// host, found 'ftp://127.0.0.1:8081'",
+    "$.endpoints[3].backend[0].host[0]: expected an http://, https://, ws:// or wss:// host, found 'ftp://127.0.0.1:8081'",
 ]
 
 
