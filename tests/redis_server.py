@@ -33,7 +33,9 @@ def _ping(port: int, timeout: float = 0.2) -> bool:
 
 
 class RedisServer:
-    def __init__(self, workdir: str, port: Optional[int] = None, binary: Optional[str] = None) -> None:
+    def __init__(self, workdir: str, port: Optional[int] = None, binary: Optional[str] = None,
+                 extra_args: tuple = ()) -> None:
+        self.extra_args = tuple(extra_args)
         self.binary = binary or shutil.which("redis-server") or ("/usr/bin/redis-server"
                                                                  if os.path.exists("/usr/bin/redis-server") else None)
         if self.binary is None:
@@ -53,7 +55,8 @@ class RedisServer:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [self.binary, "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"],
+             "--dir", self.dir, "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
 """Redis-backed limits (`qos/ratelimit/router/redis`, `qos/ratelimit/service/redis`) as request
-policies, and the root `redis` block's connection pools.
+policies, and the root `redis` block's connection pools and clusters (`connection_name` names
+either: a pool is a `RedisStore`, a cluster a `ClusterStore` with a store per master).
 
 A Redis limit is asynchronous: the `check` of its live form returns a future (from
 `RedisStore.decide`) and the server calls `complete(x, result, now)` when it resolves; `complete`
@@ -20,6 +21,7 @@ import msgspec
 
 from fastproxy.limits.headers import retry_after_value
 from fastproxy.limits.policy import ClientLimit, Limit, RouterLimitBlock, check_fields, compile_router_block
+from fastproxy.limits.redis_cluster import ClusterConfig, ClusterStore, parse_address
 from fastproxy.limits.redis_store import FALLBACK, PoolConfig, RedisStore
 from fastproxy.policies import CompileContext, Policy, Rejection, RouteDraft
 
@@ -37,6 +39,16 @@ class PoolBlock(msgspec.Struct, frozen=True):
     name: str
     address: str
     db: int = 0
+    pool_size: int = 10
+    dial_timeout: str = "5s"
+    user_name: Optional[str] = None
+    password: Optional[str] = None
+
+
+class ClusterBlock(msgspec.Struct, frozen=True):
+    name: str
+    addresses: list[str]
+    max_redirects: int = 3
     pool_size: int = 10
     dial_timeout: str = "5s"
     user_name: Optional[str] = None
@@ -71,11 +83,31 @@ class StoreHandle:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterHandle:
+    """One Redis Cluster of the configuration; its stores (per node) are per worker."""
+
+    cfg: ClusterConfig
+    timeout: float
+    fingerprint: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        object.__setattr__(self, "fingerprint", msgspec.json.encode(
+            ["redis-cluster", cfg.name, cfg.addresses, cfg.max_redirects, cfg.pool_size, cfg.dial_timeout,
+             cfg.username, cfg.password, self.timeout]))
+
+    def bind(self, binder: "Binder") -> ClusterStore:
+        store = binder.entry(self.fingerprint, lambda: ClusterStore(self.cfg, self.timeout), ClusterStore.close)
+        store.start(binder.metrics)
+        return store
+
+
+@dataclass(frozen=True, slots=True)
 class RedisLimit:
     """The shared twin of a local Limit/ClientLimit: same fields, counters in Redis."""
 
     local: Limit | ClientLimit
-    handle: StoreHandle
+    handle: StoreHandle | ClusterHandle
     prefix: bytes
     allow_on_failure: bool
     order: int = field(init=False)
@@ -101,7 +133,7 @@ class LiveRedisLimit:
     __slots__ = ("local", "store", "prefix", "rate", "cap", "ttl_ms", "allow_on_failure", "client", "status",
                  "reason", "policy")
 
-    def __init__(self, limit: RedisLimit, local: Any, store: RedisStore) -> None:
+    def __init__(self, limit: RedisLimit, local: Any, store: RedisStore | ClusterStore) -> None:
         self.local = local  # LiveLimit or LiveClientLimit
         self.store = store
         self.prefix = limit.prefix
@@ -152,11 +184,11 @@ class LiveRedisLimit:
             self.local.check(x, now)
 
 
-def _pools(ctx: CompileContext) -> dict[str, StoreHandle]:
-    cached: Optional[dict[str, StoreHandle]] = ctx.shared.get("redis_pools")
+def _pools(ctx: CompileContext) -> dict[str, StoreHandle | ClusterHandle]:
+    cached: Optional[dict[str, StoreHandle | ClusterHandle]] = ctx.shared.get("redis_pools")
     if cached is not None:
         return cached
-    pools: dict[str, StoreHandle] = {}
+    pools: dict[str, StoreHandle | ClusterHandle] = {}
     ctx.shared["redis_pools"] = pools
     raw = ctx.root.extra_config.get("redis")
     if raw is None:
@@ -165,8 +197,6 @@ def _pools(ctx: CompileContext) -> dict[str, StoreHandle]:
     root = ctx.problems.convert(raw, RedisRoot, path)
     if root is None:
         return pools
-    if root.clusters:
-        ctx.problems.warn(f"{path}.clusters", "Redis clusters are not implemented by fastproxy: ignored")
     timeout = ctx.redis_timeout
     for i, rawp in enumerate(root.connection_pools):
         ppath = f"{path}.connection_pools[{i}]"
@@ -191,6 +221,36 @@ def _pools(ctx: CompileContext) -> dict[str, StoreHandle]:
             continue
         pools[p.name] = StoreHandle(PoolConfig(p.name, host, port, p.db, p.pool_size, dial, p.user_name, p.password),
                                     timeout)
+    for i, rawc in enumerate(root.clusters):
+        cpath = f"{path}.clusters[{i}]"
+        c = ctx.problems.convert(rawc, ClusterBlock, cpath)
+        if c is None:
+            continue
+        addresses = []
+        for j, a in enumerate(c.addresses):
+            addr = parse_address(a)
+            if addr is None:
+                ctx.problems.error(f"{cpath}.addresses[{j}]", f"expected 'host:port', found {a!r}")
+            else:
+                addresses.append(addr)
+        if not c.addresses:
+            ctx.problems.error(f"{cpath}.addresses", "expected the 'host:port' of at least one cluster node, "
+                                                     "found none")
+        if c.pool_size < 1:
+            ctx.problems.error(f"{cpath}.pool_size", f"expected an integer >= 1, found {c.pool_size}")
+        if c.max_redirects < 0:
+            ctx.problems.error(f"{cpath}.max_redirects", f"expected an integer >= 0, found {c.max_redirects}")
+        elif isinstance(rawc, dict) and "max_redirects" in rawc:
+            ctx.problems.warn(f"{cpath}.max_redirects", "fastproxy follows no redirect within a decision: a MOVED or "
+                              "ASK reply makes that decision local and refreshes the slot map")
+        dial = ctx.problems.duration(c.dial_timeout, f"{cpath}.dial_timeout", 5.0, True)
+        if c.name in pools:
+            ctx.problems.error(f"{cpath}.name", f"{c.name!r} already names a pool or cluster: names must be unique")
+            continue
+        if len(addresses) != len(c.addresses) or not addresses or c.pool_size < 1 or c.max_redirects < 0:
+            continue
+        pools[c.name] = ClusterHandle(ClusterConfig(c.name, addresses, c.max_redirects, c.pool_size, dial,
+                                                    c.user_name, c.password), timeout)
     return pools
 
 
@@ -203,13 +263,14 @@ def compile_redis(raw: Any, path: str, ctx: CompileContext, scope: str, route: O
     name = block.connection_name or block.connection_pool
     pools = _pools(ctx)
     if not name:
-        ctx.problems.error(f"{path}.connection_name", "expected the name of a pool in extra_config.redis, found none")
+        ctx.problems.error(f"{path}.connection_name",
+                           "expected the name of a pool or cluster in extra_config.redis, found none")
         return []
     handle = pools.get(name)
     if handle is None:
         known = ", ".join(sorted(pools)) or "none defined"
         ctx.problems.error(f"{path}.connection_name",
-                           f"expected a pool of extra_config.redis ({known}), found {name!r}")
+                           f"expected a pool or cluster of extra_config.redis ({known}), found {name!r}")
         return []
     local = compile_router_block(block, path, ctx, scope, route, shared_key + ":fallback")
     return [RedisLimit(limit, handle, f"fp:{shared_key}:{'c' if isinstance(limit, ClientLimit) else 'a'}:".encode(),

@@ -12,11 +12,20 @@ Owns the I/O of the stateful limiters (SPEC §3.6), at the edge of the limits pa
   or is too slow, the decision falls back to the local bucket of the same limit (or is allowed,
   with `on_failure_allow`); the store marks itself down, logs the switch, counts it, stops
   asking Redis and probes it in the background; once a probe answers, it logs and switches back.
+- No double spend: a decision that timed out was made locally, so Redis must not spend a token
+  for it when it runs the command later (a paused Redis runs what it had queued once it
+  resumes). Every script call carries its deadline on Redis's clock, and the script refuses to
+  touch the bucket after it. The store knows Redis's clock as an offset from its own wall clock,
+  a lower bound measured on every reply (Redis's time minus the local time the reply arrived),
+  so the deadline it sends is never later than the local one; it is sent `DEADLINE_MARGIN`
+  earlier still, for the reply's way back.
 """
 
 import asyncio
 import enum
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Literal, Optional
 
 if TYPE_CHECKING:
@@ -27,15 +36,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastproxy")
 
 # KEYS[1]: bucket. ARGV: rate (tokens/s), capacity, ttl (ms), n (requests asking at once),
-# [now (s) — tests only]. Returns {admitted (<= n), remaining, retry_after, reset_after}: the same
-# as n single takes at one instant.
+# deadline (s on Redis's clock, 0: none), [now (s) — tests only]. Returns {admitted (<= n),
+# remaining, retry_after, reset_after, now}: the same as n single takes at one instant; or
+# {-1, 0, 0, 0, now} past the deadline, with the bucket untouched.
 SCRIPT = """
 local now
-if ARGV[5] then
-  now = tonumber(ARGV[5])
+if ARGV[6] then
+  now = tonumber(ARGV[6])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local deadline = tonumber(ARGV[5])
+if deadline > 0 and now > deadline then
+  return {-1, 0, '0', '0', string.format('%.17g', now)}
 end
 local rate = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
@@ -94,7 +108,7 @@ if tokens < cap then
   reset = last + (cap - tokens) * interval - now
   if reset < 0 then reset = 0 end
 end
-return {k, remaining, string.format('%.17g', wait), string.format('%.17g', reset)}
+return {k, remaining, string.format('%.17g', wait), string.format('%.17g', reset), string.format('%.17g', now)}
 """
 
 class _Fallback(enum.Enum):
@@ -106,7 +120,15 @@ FALLBACK: Final = _Fallback.FALLBACK  # a decision Redis could not make in time
 Decision = tuple[int, int, float, float]  # (allowed, remaining, retry_after, reset_after)
 Result = Decision | Literal[_Fallback.FALLBACK]
 _Args = tuple[float | str, ...]  # rate, capacity, ttl (ms)[, now]
+DEADLINE_MARGIN: Final = 0.005  # s: a script call's deadline is this much before the local one (capped at timeout/10)
 _Group = tuple[_Args, list["asyncio.Future[Result]"], float]  # (args, futures, first asked at)
+
+
+def _is_redirect(err: BaseException) -> bool:
+    """A reply of a cluster node that does not (or no longer) serve the key's slot."""
+    from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+
+    return isinstance(err, (MovedError, AskError, TryAgainError, ClusterDownError))
 
 
 class PoolConfig:
@@ -141,6 +163,13 @@ class RedisStore:
         self.sha: Optional[str] = None
         self.metrics: Optional[Metrics] = None
         self._probe_task: Optional[asyncio.Task[None]] = None
+        # Redis's clock minus ours (time.time()), a lower bound from the last replies; None
+        # until measured (the first batch asks TIME first)
+        self.offset: Optional[float] = None
+        self.expired = 0  # script calls Redis ran past their deadline (not spent: decided locally)
+        # a cluster node's store: told when MOVED/ASK is seen or the node goes down
+        self.on_trouble: Optional[Callable[[], None]] = None
+        self.label = f"redis {cfg.name!r} at {cfg.host}:{cfg.port}"
 
     def start(self, metrics: "Metrics") -> None:
         self.metrics = metrics
@@ -163,20 +192,24 @@ class RedisStore:
             self.sha = None
         return loop
 
-    def decide(self, key: bytes, rate: float, cap: int, ttl_ms: int,
-               now: Optional[float] = None) -> "Optional[asyncio.Future[Result]]":
+    def decide(self, key: bytes, rate: float, cap: int, ttl_ms: int, now: Optional[float] = None,
+               fut: "Optional[asyncio.Future[Result]]" = None,
+               asked: float = 0.0) -> "Optional[asyncio.Future[Result]]":
         """A future of (allowed, remaining, retry_after, reset_after) or FALLBACK; None when down.
 
-        Decisions on one key within a tick share one script call asking for n tokens.
+        Decisions on one key within a tick share one script call asking for n tokens. (`fut`
+        and `asked`: a decision that waited elsewhere first, a cluster's topology, answered
+        here within `timeout` of when it was first asked.)
         """
         if not self.up:
             return None
         loop = self._ensure()
-        fut: asyncio.Future[Result] = loop.create_future()
+        if fut is None:
+            fut = loop.create_future()
         group = self.pending.get(key)
         if group is None:
             args: _Args = (rate, cap, ttl_ms) if now is None else (rate, cap, ttl_ms, repr(now))
-            self.pending[key] = (args, [fut], loop.time())
+            self.pending[key] = (args, [fut], asked or loop.time())
         else:
             group[1].append(fut)
         if not self.flush_scheduled:
@@ -200,15 +233,27 @@ class RedisStore:
             try:
                 if budget <= 0:
                     raise TimeoutError
-                results = await asyncio.wait_for(self._execute(batch), budget)
+                results = await asyncio.wait_for(self._execute(batch, budget), budget)
             except Exception as exc:  # noqa: BLE001 - any Redis failure means: decide locally
                 self._down(loop, exc)
                 results = []
-            for i, (_, (_, futs, _)) in enumerate(batch):
+            arrived = time.time()
+            offset: Optional[float] = None
+            redirected = False
+            for i, (_, (args, futs, _)) in enumerate(batch):
                 r = results[i] if i < len(results) else None
                 if r is None or isinstance(r, Exception):
+                    if r is not None and _is_redirect(r):
+                        redirected = True
                     continue  # FALLBACK, below
-                admitted, remaining, wait, reset = int(r[0]), int(r[1]), float(r[2]), float(r[3])
+                if len(args) == 3:  # on Redis's clock (not an injected one)
+                    sample = float(r[4]) - arrived
+                    offset = sample if offset is None else max(offset, sample)
+                admitted = int(r[0])
+                if admitted < 0:  # run past its deadline: Redis spent nothing, decided locally
+                    self.expired += 1
+                    continue
+                remaining, wait, reset = int(r[1]), float(r[2]), float(r[3])
                 for j, fut in enumerate(futs):
                     if not fut.done():
                         if j < admitted:
@@ -216,6 +261,10 @@ class RedisStore:
                             fut.set_result((1, remaining + admitted - 1 - j, 0.0, reset))
                         else:
                             fut.set_result((0, 0, wait, reset))
+            if offset is not None:
+                self.offset = offset
+            if redirected and self.on_trouble is not None:
+                self.on_trouble()  # the slot moved: the cluster refreshes its map
         finally:
             # every decision is answered, whatever happened above
             for _, (_, futs, _) in batch:
@@ -227,15 +276,23 @@ class RedisStore:
                 self.flush_scheduled = True
                 loop.call_soon(self._flush, loop)
 
-    async def _execute(self, batch: list[tuple[bytes, _Group]]) -> list[Any]:
+    async def _execute(self, batch: list[tuple[bytes, _Group]], budget: float) -> list[Any]:
         """The script's replies (or the exception of each failed call), in batch order."""
         client = self.client
         assert client is not None  # made with the loop, before the first batch
+        started = time.monotonic()
+        if self.offset is None:  # Redis's clock, once: every reply refreshes it from then on
+            sec, usec = await client.time()
+            self.offset = sec + usec / 1e6 - time.time()
         if self.sha is None:
             self.sha = await client.script_load(SCRIPT)
+        left = budget - (time.monotonic() - started)
+        deadline = time.time() + self.offset + left - min(DEADLINE_MARGIN, self.timeout / 10)
         async with client.pipeline(transaction=False) as pipe:
             for key, (args, futs, _) in batch:
-                pipe.execute_command("EVALSHA", self.sha, 1, key, args[0], args[1], args[2], len(futs), *args[3:])
+                # an injected clock (tests) has no deadline: its times are not Redis's
+                pipe.execute_command("EVALSHA", self.sha, 1, key, args[0], args[1], args[2], len(futs),
+                                     repr(deadline) if len(args) == 3 else "0", *args[3:])
             results: list[Any] = await pipe.execute(raise_on_error=False)
         from redis.exceptions import NoScriptError  # its text no longer says NOSCRIPT: match the class
 
@@ -257,9 +314,10 @@ class RedisStore:
             return
         self.up = False
         why = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
-        log.warning("redis %r at %s:%d unavailable (%s): limits fall back to local buckets",
-                    self.cfg.name, self.cfg.host, self.cfg.port, why)
+        log.warning("%s unavailable (%s): limits fall back to local buckets", self.label, why)
         self._count("fallback")
+        if self.on_trouble is not None:
+            self.on_trouble()
         if self._probe_task is None:
             self._probe_task = loop.create_task(self._probe())
 
@@ -278,8 +336,7 @@ class RedisStore:
                     continue
                 self.sha = None  # a restarted server has no scripts: load it again
                 self.up = True
-                log.warning("redis %r at %s:%d answers again: limits are shared again",
-                            self.cfg.name, self.cfg.host, self.cfg.port)
+                log.warning("%s answers again: limits are shared again", self.label)
                 self._count("redis")
         finally:
             self._probe_task = None

@@ -285,6 +285,56 @@ def test_two_instances_sharing_redis_admit_one_limit_together(redis, up, proxies
         assert DOWN_LOG not in p.stderr()  # Redis decided all along
 
 
+def test_three_instances_sharing_redis_admit_the_configured_limit_and_no_more(redis, up, proxies, tmp_path):
+    """The README's accuracy statement: while Redis answers, N instances together admit at most
+    capacity + rate x T over a window of T (each decision is one atomic script on the one
+    bucket; batching delays a decision by at most a tick and adds nothing). 3 instances, max_rate
+    10/s, capacity 10, 2 s of load on each."""
+    endpoints = [rep("/three", max_rate=10, capacity=10)]
+    extra = redis_root(redis.port, redis_timeout="1s")  # not about timeouts: no instance may fall back
+    ps = [start(proxies, tmp_path, up, endpoints, extra, name=f"three-{i}.json") for i in range(3)]
+    rows = Load([phase("three", 2.0, *[target(p.port, "/three", 2) for p in ps])]).finish()["three"]
+    assert rows and {r[2] for r in rows} <= {200, 503}
+    window = max(r[0] for r in rows) - min(r[0] for r in rows)
+    admitted = sum(1 for r in rows if r[2] == 200)
+    per = {p.port: sum(1 for r in rows if r[3] == p.port and r[2] == 200) for p in ps}
+    allowed = 10 + 10 * window
+    print(f"\n[three instances] {admitted} admitted {per} of {len(rows)} in {window:.2f}s; one limit allows "
+          f"{allowed:.1f}, three separate limits {3 * allowed:.1f}")
+    assert admitted <= allowed + 1  # never more than the limit (+1: the window is measured by the client)
+    assert admitted >= allowed - 3  # and the limit is used, not starved
+    assert all(sum(1 for r in rows if r[3] == p.port) > 50 for p in ps)
+    for p in ps:
+        assert DOWN_LOG not in p.stderr()
+
+
+def test_decisions_made_locally_while_redis_was_paused_spend_no_redis_token(redis, up, proxies, tmp_path):
+    """A paused Redis runs the commands it had queued when it resumes; those decisions timed out
+    and were made locally, so the script must refuse them (their deadline passed): the bucket in
+    Redis is exactly as the last decision Redis made left it."""
+    import concurrent.futures
+
+    p = start(proxies, tmp_path, up, [rep("/once", max_rate=1, every="1h", capacity=20)], redis_root(redis.port))
+    key = "fp:router:GET:/once:a:"
+    assert [get(p.port, "/once")[0] for _ in range(3)] == [200] * 3  # 17 tokens left in Redis
+    tokens = float(redis.client().hget(key, "t"))
+    assert 16.99 < tokens < 17.01
+    redis.pause()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # several batches queue up in Redis
+            statuses = list(pool.map(lambda _: get(p.port, "/once")[0], range(16)))
+        assert set(statuses) <= {200, 503}  # decided by the local twin (capacity 20)
+        assert statuses.count(200) == 16
+    finally:
+        redis.resume()
+    wait_for(lambda: UP_LOG in p.stderr(), 5, "the switch back to Redis")
+    # the queued commands ran when Redis resumed (before the probe's PING was answered): none spent
+    after = float(redis.client().hget(key, "t"))
+    assert abs(after - tokens) < 0.01, (tokens, after)
+    assert [get(p.port, "/once")[0] for _ in range(17)] == [200] * 17  # what Redis still holds
+    assert get(p.port, "/once")[0] == 503
+
+
 def _outage(redis, up, proxies, tmp_path, outage: str):
     """Load on a Redis-limited route (max_rate 20/s, capacity 5) while Redis goes away (SIGKILL
     then restart, or SIGSTOP then SIGCONT) for ~1.2 s; returns what the checks need."""
