@@ -2,7 +2,7 @@
 
 Three `redis-server --cluster-enabled yes` processes (tests/redis_server.py handles), joined
 with `redis-cli --cluster create ... --cluster-replicas 0`, each master serving a third of the
-slots. `cluster-node-timeout` is 1 s, so a dead master is marked failed quickly, and
+slots; with `replicas=1`, six, each master with a replica that takes over when it fails. `cluster-node-timeout` is 1 s, so a dead master is marked failed quickly, and
 `cluster-require-full-coverage no`, so the other masters keep serving their slots meanwhile
 (the setting an operator who wants that degradation needs too). A killed master restarted on
 its port and directory comes back with its slots (its nodes.conf), empty.
@@ -18,7 +18,7 @@ import time
 from tests.redis_server import MISSING, RedisServer
 
 CLUSTER_ARGS = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
-                "--cluster-require-full-coverage", "no")
+                "--cluster-require-full-coverage", "no", "--repl-diskless-sync-delay", "0")
 
 
 def cluster_port() -> int:
@@ -36,14 +36,15 @@ def cluster_port() -> int:
 
 
 class RedisCluster:
-    def __init__(self, workdir: str, masters: int = 3) -> None:
+    def __init__(self, workdir: str, masters: int = 3, replicas: int = 0) -> None:
         cli = shutil.which("redis-cli") or ("/usr/bin/redis-cli" if os.path.exists("/usr/bin/redis-cli") else None)
         if cli is None:
             raise RuntimeError(MISSING)
         self.cli = cli
         self.nodes = [RedisServer(os.path.join(workdir, f"node{i}"), port=cluster_port(), extra_args=CLUSTER_ARGS)
-                      for i in range(masters)]
-        r = subprocess.run([cli, "--cluster", "create", *self.addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                      for i in range(masters * (1 + replicas))]
+        r = subprocess.run([cli, "--cluster", "create", *self.addresses, "--cluster-replicas", str(replicas),
+                            "--cluster-yes"],
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             self.stop()
@@ -59,11 +60,21 @@ class RedisCluster:
                            timeout=5)
         return r.stdout
 
+    def replicas_synced(self) -> bool:
+        for n in self.nodes:
+            if not n.alive:
+                continue
+            out = subprocess.run([self.cli, "-p", str(n.port), "info", "replication"], capture_output=True, text=True,
+                                 timeout=5).stdout
+            if "role:slave" in out and "master_link_status:up" not in out:
+                return False
+        return True
+
     def wait_ok(self, timeout: float = 20.0) -> None:
-        """Every live node sees the whole cluster as ok."""
+        """Every live node sees the whole cluster as ok, and every replica is in sync."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all("cluster_state:ok" in self.info(n) for n in self.nodes if n.alive):
+            if all("cluster_state:ok" in self.info(n) for n in self.nodes if n.alive) and self.replicas_synced():
                 return
             time.sleep(0.05)  # polling interval
         raise RuntimeError("the cluster did not become ok:\n" + "\n".join(self.info(n) for n in self.nodes))
@@ -82,6 +93,15 @@ class RedisCluster:
         finally:
             client.close()
         raise AssertionError(f"no master for slot {slot}")
+
+    def masters(self) -> list:
+        """The nodes that are masters now (CLUSTER SLOTS)."""
+        client = self.client()
+        try:
+            ports = {int(master[1]) for _, _, master, *_ in client.execute_command("CLUSTER", "SLOTS")}
+        finally:
+            client.close()
+        return [n for n in self.nodes if n.port in ports]
 
     def client(self):
         import redis

@@ -92,7 +92,10 @@ class ClusterStore:
         if node is None:  # no master serves the slot (a failed node without a replica)
             self.refresh()
             return None
-        return self.nodes[node].decide(key, rate, cap, ttl_ms, now)
+        decided = self.nodes[node].decide(key, rate, cap, ttl_ms, now)
+        if decided is None:  # that master is down: decided locally, and the map looked at again soon
+            self.refresh()
+        return decided
 
     def _expire_waiting(self) -> None:
         loop = self.loop
@@ -164,12 +167,17 @@ class ClusterStore:
                     self._install(slots)
                 if self.waiting and self.slots:
                     self._release_waiting()
-                # again while something was reported meanwhile, or a slot has no master yet
-                if not (self._again or (self.slots and None in self.slots)) or self.closed:
+                # again while something was reported meanwhile, a slot has no master, or a
+                # master of the map is down (a replica may be promoted in its place)
+                if self.closed or not (self._again or self._troubled()):
                     break
                 delay = REFRESH_EVERY
         finally:
             self._refresh = None
+
+    def _troubled(self) -> bool:
+        used = set(self.slots)
+        return None in used or any(not self.nodes[n].up for n in used if n is not None)
 
     async def _slot_map(self) -> list[Optional[str]]:
         client = self._client()
@@ -194,6 +202,9 @@ class ClusterStore:
                 if self.metrics is not None:
                     store.start(self.metrics)
                 self.nodes[node] = store
+        used = set(slots)
+        for node in [n for n in self.nodes if n not in used]:  # no longer a master: its store goes
+            self.nodes.pop(node).close()
         if changed and self.slots:
             masters = sorted({n for n in slots if n is not None})
             missing = slots.count(None)

@@ -191,3 +191,43 @@ def test_throughput_of_a_cluster_limited_route_against_one_redis_and_a_local_lim
           f"cluster {clu:.0f} req/s ({clu / local:.2f}x local, {clu / red:.2f}x one Redis)")
     assert clu / local > 0.3
     assert "unavailable" not in p.stderr()
+
+
+def test_a_replica_promoted_for_a_killed_master_makes_its_slots_shared_again(up, proxies, tmp_path):
+    """3 masters with a replica each: a master SIGKILLed under load, its replica promoted by the
+    cluster (node timeout 1 s); the proxies find the new master through the slot map and share
+    that master's slots again, with no 5xx meanwhile."""
+    try:
+        c = RedisCluster(str(tmp_path / "replicated"), replicas=1)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        endpoints = [client_ep("/r", client_max_rate=100, every="1s", client_capacity=100)]
+        a = start(proxies, tmp_path, up, endpoints, cluster_root(c), name="ra.json")
+        victim = c.masters()[0]
+        i = 0
+        while c.node_of(key_of("/r", f"client{i}")).port != victim.port:
+            i += 1
+        name = f"client{i}"
+        stopfile = str(tmp_path / "stop")
+        load = Load([phase("promote", 30.0, target(a.port, "/r", 2, **{"X-Client": name}))], stopfile)
+        try:
+            wait_for(lambda: c.get_hash(key_of("/r", name), "t") is not None, 5, "the client's bucket in the cluster")
+            victim.kill()
+            wait_for(lambda: "unavailable" in a.stderr(), 5, "the fallback for the dead master")
+            wait_for(lambda: victim.port not in {n.port for n in c.masters()}, 15, "the replica's promotion")
+            promoted = c.node_of(key_of("/r", name))
+            assert promoted.port != victim.port
+            try:
+                wait_for(lambda: c.get_hash(key_of("/r", name), "t") is not None, 10,
+                         "the client's bucket written on the promoted replica (shared again)")
+            except AssertionError:
+                print(a.stderr())
+                raise
+            assert "slot map changed" in a.stderr()
+        finally:
+            rows = load.finish()["promote"]
+        assert {r[2] for r in rows} <= {200, 429}
+        assert max(r[1] for r in rows) < ANSWER_BOUND
+    finally:
+        c.stop()
