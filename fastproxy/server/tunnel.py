@@ -158,9 +158,9 @@ def open_tunnel(conn: "ClientConnection", x: "Exchange", up: "UpstreamConnection
     conn.dl_kind = DL_TUNNEL
     w.metrics.tunnel_opened()
     if rest:
-        t.client_side_data(rest, from_backend=True)
+        t.relay(rest, from_backend=True)
     if early:
-        t.client_side_data(bytes(early), from_backend=False)
+        t.relay(bytes(early), from_backend=False)
     conn.flow.reasons = 0  # the HTTP reasons to pause no longer hold; the tunnel's own do
     if not t.closed:
         conn.transport.resume_reading()
@@ -236,7 +236,7 @@ class _Side:
         pass
 
     def data_received(self, data: bytes) -> None:
-        self.tunnel.client_side_data(data, self.from_backend)
+        self.tunnel.relay(data, self.from_backend)
 
     def eof_received(self) -> bool:
         return self.tunnel.half_close(self.from_backend)
@@ -283,7 +283,8 @@ class Tunnel:
     def other(self, from_backend: bool) -> Any:
         return self.client if from_backend else self.backend
 
-    def client_side_data(self, data: bytes, from_backend: bool) -> None:
+    def relay(self, data: bytes, from_backend: bool) -> None:
+        """Bytes one side read, written to the other (what a message limit lets through)."""
         if self.closed:
             return
         self.last = self.clock()
