@@ -202,20 +202,19 @@ def test_idle_tunnel_closes_after_the_namespace_timeout(wsb, tmp_path):
 
 def test_sigterm_closes_open_tunnels_by_the_drain_deadline(wsb, tmp_path):
     p = Proxy(ws_config(wsb.url, [ws_ep("/ws")], drain_timeout="1s"), tmp_path)
-    ws = connect(f"ws://127.0.0.1:{p.port}/ws", compression=None, close_timeout=1)
     try:
-        ws.send("a")
-        assert ws.recv(timeout=5) == "a"
-        t0 = time.monotonic()
-        p.signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed):
-            while True:
-                ws.recv(timeout=5)
-        closed_after = time.monotonic() - t0
+        with connect(f"ws://127.0.0.1:{p.port}/ws", compression=None, close_timeout=1) as ws:
+            ws.send("a")
+            assert ws.recv(timeout=5) == "a"
+            t0 = time.monotonic()
+            p.signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    ws.recv(timeout=5)
+            closed_after = time.monotonic() - t0
         assert p.proc.wait(5) == 0
         assert 0.7 < closed_after < 3.0, closed_after  # held until the deadline, not beyond
     finally:
-        ws.close()
         p.stop()
 
 
