@@ -12,6 +12,7 @@ Extension: a namespace in `extra_config` is compiled by the handler the table of
 which is sorted into SPEC order, and tell each other about the route through its `RouteDraft`.
 """
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -21,6 +22,7 @@ import msgspec
 
 from fastproxy import policies
 from fastproxy.config import schema
+from fastproxy.config import tls as tlsconf
 from fastproxy.config.load import ConfigError, load_file, with_positions
 from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment, listing
 from fastproxy.config.problems import Problems, kind_of
@@ -90,6 +92,7 @@ class Route:
     backend_checks: tuple[Policy, ...]
     breaker_config: Optional[BreakerConfig]  # qos/circuit-breaker (and /http), or None
     index: int  # its position in Snapshot.route_list, and of its RouteState in the worker's State
+    forwarded_proto: bytes  # the X-Forwarded-Proto line: https when the main port speaks TLS
 
 
 
@@ -108,6 +111,12 @@ class Snapshot:
     targets: Mapping[str, Target]  # key -> Target
     client_ip: Optional[ClientIPResolver]
     warnings: tuple[str, ...] = ()
+    tls: Optional[tlsconf.ServerTLS] = None  # the main port terminates TLS (root `tls`)
+    client_tls: Optional[ssl.SSLContext] = None  # shared by every https:// backend pool
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
 
 def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) -> Optional[Target]:
@@ -207,8 +216,8 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         problems.warn("$.response_header_timeout",
                       "not used by fastproxy: the endpoint timeout bounds the wait for the response head")
     for key in raw:
-        if is_comment(key) or key in ("output_encoding", "tls"):
-            continue  # comments ($schema, @comment); output_encoding: the endpoints' summary; tls: fail_closed
+        if is_comment(key) or key in ("output_encoding", "tls", "client_tls"):
+            continue  # comments ($schema, @comment); output_encoding: the endpoints' summary; tls: config.tls
         if key in schema.IGNORED_ROOT_FIELDS:
             problems.warn(f"$.{key}", "recognised KrakenD field, not implemented by fastproxy: ignored")
         elif key not in schema.Root.__struct_fields__:
@@ -269,6 +278,9 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         return_error_msg=router_opts.return_error_msg,
     )
     default_timeout = problems.duration(root.timeout, "$.timeout", 2.0, True)
+    server_tls = tlsconf.server_tls(raw.get("tls"), problems, problems.duration(
+        settings.tls_handshake_timeout, f"{sp}.tls_handshake_timeout", proto.read_header_timeout, True))
+    forwarded_proto = b"\r\nX-Forwarded-Proto: %s\r\n" % (b"https" if server_tls is not None else b"http")
 
     ctx = policies.CompileContext(problems, raw_root=raw, root=root, router=router_opts, settings=settings,
                                   redis_timeout=redis_timeout)
@@ -385,6 +397,7 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
             backend_checks=policies.order(be_checks),
             breaker_config=draft.breaker,
             index=len(route_list),
+            forwarded_proto=forwarded_proto,
         )
         for t in hosts:
             targets.setdefault(t.key, t)
@@ -397,6 +410,9 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         first_at.setdefault((method, ep.endpoint), ep_path)
         route_list.append(route)
 
+    client_tls = None
+    if "client_tls" in raw or any(t.scheme == "https" for t in targets.values()):
+        client_tls = tlsconf.client_tls(raw.get("client_tls"), problems)
     fail_closed(raw, problems, settings.ignore_unsupported, f"{sp}.ignore_unsupported")
     problems.finish()
     if problems.errors:
@@ -414,6 +430,8 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         targets=targets,
         client_ip=ctx.client_ip,
         warnings=tuple(problems.warnings),
+        tls=server_tls,
+        client_tls=client_tls,
     )
 
 
