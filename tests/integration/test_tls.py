@@ -364,3 +364,41 @@ def test_client_certs_authenticate_fastproxy_to_a_backend_that_requires_mtls(bac
         assert len(backend.requests) == 1
     finally:
         backend.stop()
+
+
+# -- the connection cap ---------------------------------------------------------------------------------
+def test_handshakes_count_against_the_cap_are_released_on_failure_and_evicted_first(ca, upstream, tmp_path,
+                                                                                       proxies):
+    cfg = tls_config(upstream, [write_cert(ca, tmp_path, "a", "localhost")])
+    cfg["extra_config"]["fastproxy"].update(max_connections=2, tls_handshake_timeout="30s")
+    p = start(proxies, cfg, tmp_path)
+    ctx = client_context(ca)
+    # failed handshakes (plain HTTP on the TLS port) give their place back: many more than the cap
+    for _ in range(6):
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert closed_by_peer(s, 5)  # the failed handshake closes it
+    c = https(p.port, ctx)
+    assert request(c) == (200, b"ok")
+    c.close()
+    # at the cap with two stalled handshakes (30 s timeout), a new client is admitted at once:
+    # the oldest handshake is closed for it
+    stalled = [socket.create_connection(("127.0.0.1", p.port), timeout=5) for _ in range(2)]
+    opened = time.monotonic()
+    c = https(p.port, ctx)
+    assert request(c) == (200, b"ok")
+    assert time.monotonic() - opened < 3
+    assert closed_by_peer(stalled[0], 3)  # the oldest was evicted
+    assert not closed_by_peer(stalled[1], 0.2)  # the other still waits for its handshake
+    for s in stalled:
+        s.close()
+
+
+def closed_by_peer(s: socket.socket, wait: float) -> bool:
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
