@@ -51,6 +51,11 @@ log = logging.getLogger("fastproxy")
 
 FD_RESERVE = 64  # descriptors kept for the listener, admin, DNS, Redis, logs
 DEFAULT_MAX_CONNECTIONS = Settings().max_connections
+# A closing TLS connection sends close_notify, reads and drops what the client still sends (a
+# lingering close) until the client's close_notify or EOF, at most this long (uvloop's default
+# is 30 s): a client that never answers holds its place under the cap no longer than this. The
+# rest of an answer still unsent to a very slow client at that point is cut.
+TLS_SHUTDOWN_TIMEOUT = 5.0
 
 
 def raise_open_files_limit() -> int:
@@ -199,7 +204,8 @@ class Worker:
                 await self.loop.connect_accepted_socket(factory, sock)
             else:  # returns once the handshake is done; connection_made comes first
                 await self.loop.connect_accepted_socket(factory, sock, ssl=tls.context,
-                                                        ssl_handshake_timeout=tls.handshake_timeout)
+                                                        ssl_handshake_timeout=tls.handshake_timeout,
+                                                        ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT)
         except OSError as exc:  # ssl.SSLError, and the handshake timeout (ConnectionAbortedError)
             if tls is not None:
                 log.debug("TLS handshake failed: %s", exc.strerror if isinstance(exc, ssl.SSLError) else exc)

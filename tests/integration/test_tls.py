@@ -19,7 +19,7 @@ import trustme
 from cryptography import x509
 
 from tests.integration.netutil import wait_for
-from tests.support import ROOT, Proxy, Upstream, config, ep
+from tests.support import ROOT, Proxy, Upstream, config, ep, free_port, get
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +126,14 @@ def test_the_port_speaks_tls_only_and_alpn_offers_http11(ca, upstream, tmp_path,
 
 
 # -- what the backend sees ------------------------------------------------------------------------------
-def test_the_backend_sees_x_forwarded_proto_https(ca, upstream, tmp_path, proxies):
-    p = start(proxies, tls_config(upstream, [write_cert(ca, tmp_path, "a", "localhost")]), tmp_path)
+def test_the_backend_sees_x_forwarded_proto_https_and_the_admin_listener_stays_plain(ca, upstream, tmp_path,
+                                                                                     proxies):
+    cfg = tls_config(upstream, [write_cert(ca, tmp_path, "a", "localhost")])
+    admin_port = free_port()
+    cfg["extra_config"]["fastproxy"]["admin"] = {"port": admin_port}
+    p = start(proxies, cfg, tmp_path)
+    status, _, body = get(admin_port, "/__health")  # plain HTTP on loopback
+    assert status == 200 and b'"ok"' in body
     c = https(p.port, client_context(ca))
     c.request("GET", "/echo", headers={"X-Forwarded-Proto": "http"})  # a client's own is not passed on
     r = c.getresponse()
@@ -402,3 +408,23 @@ def closed_by_peer(s: socket.socket, wait: float) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def test_sigterm_drains_a_tls_port_with_a_handshake_pending_and_an_idle_connection(ca, upstream, tmp_path):
+    cfg = tls_config(upstream, [write_cert(ca, tmp_path, "a", "localhost")])
+    cfg["extra_config"]["fastproxy"]["tls_handshake_timeout"] = "60s"
+    p = Proxy(cfg, tmp_path)
+    try:
+        idle = https(p.port, client_context(ca))
+        assert request(idle) == (200, b"ok")
+        stalled = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        started = time.monotonic()
+        p.signal(signal.SIGTERM)
+        assert p.proc.wait(15) == 0
+        # the pending handshake is abandoned at once; the idle connection gets close_notify and
+        # is waited for at most the TLS shutdown timeout (5 s) when its client does not answer
+        assert time.monotonic() - started < 10
+        assert closed_by_peer(stalled, 1)
+        stalled.close()
+    finally:
+        p.stop()
