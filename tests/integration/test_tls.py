@@ -376,8 +376,16 @@ def test_client_certs_authenticate_fastproxy_to_a_backend_that_requires_mtls(bac
 def test_handshakes_count_against_the_cap_are_released_on_failure_and_evicted_first(ca, upstream, tmp_path,
                                                                                        proxies):
     cfg = tls_config(upstream, [write_cert(ca, tmp_path, "a", "localhost")])
-    cfg["extra_config"]["fastproxy"].update(max_connections=2, tls_handshake_timeout="30s")
+    admin_port = free_port()
+    cfg["extra_config"]["fastproxy"].update(max_connections=2, tls_handshake_timeout="30s", admin={"port": admin_port})
     p = start(proxies, cfg, tmp_path)
+
+    def open_connections() -> int:
+        for line in get(admin_port, "/metrics")[2].decode().splitlines():
+            if line.startswith("fastproxy_connections_open "):
+                return int(float(line.split()[1]))
+        raise AssertionError("no fastproxy_connections_open in /metrics")
+
     ctx = client_context(ca)
     # failed handshakes (plain HTTP on the TLS port) give their place back: many more than the cap
     for _ in range(6):
@@ -387,6 +395,7 @@ def test_handshakes_count_against_the_cap_are_released_on_failure_and_evicted_fi
     c = https(p.port, ctx)
     assert request(c) == (200, b"ok")
     c.close()
+    wait_for(lambda: open_connections() == 0)  # (else its place is the one taken next)
     # at the cap with two stalled handshakes (30 s timeout), a new client is admitted at once:
     # the oldest handshake is closed for it
     stalled = [socket.create_connection(("127.0.0.1", p.port), timeout=5) for _ in range(2)]
