@@ -9,14 +9,14 @@ connection has a request in flight is the listener paused (never accept-and-clos
 port (`snap.tls`) each accepted socket is its own task that waits for the handshake, bounded by
 `tls.handshake_timeout`, so a stalled handshake holds up no other client; a socket in its
 handshake counts against the cap, is the first evicted at the cap (it has sent nothing usable
-yet), and is released when its handshake fails, times out or is evicted. The cap is
-also bounded by the open-files limit, raised to its hard limit at worker start. Also: the clock
-tick that sweeps connection deadlines and refreshes the Date header, backend pools, reload
-(SIGHUP: a bad file keeps the old snapshot and state; a good one gets a new State that takes
-over the entries of unchanged policies; new connections get the new certificates, open ones
-keep theirs; a reload that would turn TLS on or off is refused) and drain (SIGTERM/SIGINT: stop accepting, close
-idle connections, let in-flight ones finish with `Connection: close`, exit when done or at the
-drain deadline).
+yet), and is released when its handshake fails, times out or is evicted. The cap is also
+bounded by the open-files limit, raised to its hard limit at worker start. Also: the clock tick
+that sweeps connection deadlines and refreshes the Date header, backend pools, reload (SIGHUP:
+a bad file keeps the old snapshot and state; a good one gets a new State that takes over the
+entries of unchanged policies; new connections get the new certificates, open ones keep
+theirs; a reload that would turn TLS on or off is refused) and drain (SIGTERM/SIGINT: stop
+accepting, abandon handshakes in progress, close idle connections, let in-flight ones finish
+with `Connection: close`, exit when done or at the drain deadline).
 """
 
 import asyncio
