@@ -11,6 +11,10 @@ bare proxy burning that much Python per request (the ceiling experiment). Prints
 bench/results/bench-<time>.json. Every server it started is stopped on exit, error, Ctrl-C or
 SIGTERM.
 
+TLS: nginx and fastproxy also terminate TLS 1.3 (one certificate, made at bench time with
+scripts/make-cert.sh) for the https scenarios: keep-alive GET, and a new connection (a new
+handshake) per request with `Connection: close`.
+
 Placement: every proxy has 1 worker pinned to core 0 (the proxies run side by side but only the
 one under test gets traffic); the backend nginx (1 worker) and wrk -t1 share core 1.
 
@@ -29,6 +33,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -44,7 +49,7 @@ CONFIGS = BENCH / "configs"
 RESULTS = BENCH / "results"
 
 PORTS = {"backend": 19080, "nginx": 19081, "haproxy": 19082, "fastproxy": 19083, "fastproxy-full": 19084,
-         "bare": 19085}
+         "bare": 19085, "nginx-tls": 19090, "fastproxy-tls": 19091}
 PROXY_CORE = "0"
 LOAD_CORE = "1"
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) fastproxy-bench/1.0"
@@ -58,7 +63,10 @@ TARGETS = [
     ("fastproxy", "fastproxy plain"),
     ("fastproxy-full", "fastproxy full stack"),
     ("bare", "bare uvloop proxy (floor)"),
+    ("nginx-tls", "nginx proxy, TLS"),
+    ("fastproxy-tls", "fastproxy plain, TLS"),
 ]
+TLS_TARGETS = {"nginx-tls", "fastproxy-tls"}  # they serve the https scenarios only, the others the rest
 LABEL = dict(TARGETS)
 CEILING_WORK: dict = {}  # ceiling target name -> microseconds of Python it burns per request
 
@@ -81,7 +89,21 @@ SCENARIOS = {
     "get": ("/hello", None, "GET, 14-byte body"),
     "post16k": ("/post", BENCH / "post16k.lua", "POST 16 KiB body"),
     "big1m": ("/big", None, "GET, 1 MiB body"),
+    "https": ("/hello", None, "GET over TLS 1.3, keep-alive, 14-byte body"),
+    "handshake": ("/hello", None, "GET over TLS 1.3, Connection: close: one handshake per request"),
 }
+# the https scenarios: the extra request headers of each; measured against TLS_TARGETS, whose
+# ratio column compares with nginx terminating TLS
+TLS_SCENARIOS = {"https": [], "handshake": ["Connection: close"]}
+
+
+def runs_on(target: str, scenario: str) -> bool:
+    return (target in TLS_TARGETS) == (scenario in TLS_SCENARIOS)
+
+
+def baseline(scenario: str) -> str:
+    """The server of the `x nginx` column: nginx, terminating TLS in the https scenarios."""
+    return "nginx-tls" if scenario in TLS_SCENARIOS else "nginx"
 
 LIMITS: dict = {}  # open-files limit and the connection caps derived from it
 _stop_hooks: list = []
@@ -170,9 +192,15 @@ def core_busy(before: dict, after: dict, field: int = 0) -> dict:
 # servers
 
 
-def http_get_ok(port: int, path: str = "/hello", timeout: float = 1.0) -> bool:
+def http_get_ok(port: int, path: str = "/hello", timeout: float = 1.0, tls: bool = False) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = raw
+            if tls:  # the bench's self-signed certificate: not verified
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                s = ctx.wrap_socket(raw, server_hostname="localhost")
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: {USER_AGENT}\r\n"
                       f"Connection: close\r\n\r\n".encode())
             data = b""
@@ -182,7 +210,7 @@ def http_get_ok(port: int, path: str = "/hello", timeout: float = 1.0) -> bool:
                     break
                 data += chunk
             return data.startswith(b"HTTP/1.1 200")
-    except OSError:
+    except OSError:  # (ssl.SSLError too)
         return False
 
 
@@ -227,7 +255,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.key} exited with status {self.proc.returncode}; see {self.logpath}")
-            if http_get_ok(port):
+            if http_get_ok(port, tls=self.key in TLS_TARGETS):
                 break
             time.sleep(0.1)
         else:
@@ -294,11 +322,21 @@ def start_servers(work: Path, keepalive: int, pidfile: Optional[Path], python: s
                PROXY_CORE, work, pidfile)
     s.start(worker_child=True)
     servers["nginx"] = s
+    # one certificate for both TLS servers (ECDSA P-256, the names of 127.0.0.1 and localhost)
+    subprocess.run([str(ROOT / "scripts" / "make-cert.sh"), str(work / "certs"), "localhost"], check=True,
+                   capture_output=True, timeout=60)
+    cfg = render(CONFIGS / "nginx-proxy-tls.conf", work / "nginx-proxy-tls.conf",
+                 dict(common, PORT=PORTS["nginx-tls"], KEEPALIVE=keepalive))
+    s = Server("nginx-tls", [nginx, "-e", str(work / "nginx-proxy-tls.error.log"), "-p", str(work), "-c", str(cfg)],
+               PROXY_CORE, work, pidfile)
+    s.start(worker_child=True)
+    servers["nginx-tls"] = s
     cfg = render(CONFIGS / "haproxy.cfg", work / "haproxy.cfg", dict(common, PORT=PORTS["haproxy"]))
     s = Server("haproxy", [haproxy, "-db", "-f", str(cfg)], PROXY_CORE, work, pidfile)
     s.start()
     servers["haproxy"] = s
-    for key, name in (("fastproxy", "fastproxy-plain.json"), ("fastproxy-full", "fastproxy-full.json")):
+    for key, name in (("fastproxy", "fastproxy-plain.json"), ("fastproxy-full", "fastproxy-full.json"),
+                      ("fastproxy-tls", "fastproxy-tls.json")):
         cfg = render(CONFIGS / name, work / name, common)
         chk = subprocess.run([python, "-m", "fastproxy", "check", "-c", str(cfg)], cwd=ROOT,
                              capture_output=True, text=True)
@@ -356,12 +394,15 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
-def run_wrk(port: int, path: str, conns: int, seconds: float, script: Optional[Path]) -> dict:
+def run_wrk(port: int, path: str, conns: int, seconds: float, script: Optional[Path], tls: bool = False,
+            headers: tuple = ()) -> dict:
     argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency",
             "--timeout", "10s", "-H", f"User-Agent: {USER_AGENT}"]
+    for h in headers:
+        argv += ["-H", h]
     if script:
         argv += ["-s", str(script)]
-    argv.append(f"http://127.0.0.1:{port}{path}")
+    argv.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}")
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _current_child.append(p)
     try:
@@ -380,7 +421,8 @@ def measure(servers: dict, target: str, scenario: str, conns: int, seconds: floa
     pid = srv.measured
     hwm_reset = reset_hwm(pid)
     cpu0, bcpu0, cores0, t0 = cpu_seconds(pid), cpu_seconds(backend.measured), core_times(), time.monotonic()
-    res = run_wrk(PORTS[target], path, conns, seconds, script)
+    res = run_wrk(PORTS[target], path, conns, seconds, script, tls=scenario in TLS_SCENARIOS,
+                  headers=tuple(TLS_SCENARIOS.get(scenario, ())))
     cpu1, bcpu1, cores1, t1 = cpu_seconds(pid), cpu_seconds(backend.measured), core_times(), time.monotonic()
     wall = t1 - t0
     n = max(res["requests"], 1)
@@ -400,7 +442,7 @@ def measure(servers: dict, target: str, scenario: str, conns: int, seconds: floa
     res["proxy_core_other_pct"] = (round(max(0.0, busy - res["cpu_util_pct"]), 1)
                                    if busy is not None and target != "backend" else None)
     errs = sum(res["socket_errors"].values()) + res["non2xx"]
-    log(f"  {scenario:8} c={conns:<4} {target:15} {res['rps']:>10.0f} req/s  p99 {fmt_ms(res['p99_ms'])}  "
+    log(f"  {scenario:9} c={conns:<4} {target:15} {res['rps']:>10.0f} req/s  p99 {fmt_ms(res['p99_ms'])}  "
         f"cpu {res['cpu_us_per_req']} us/req  rss {res['peak_rss_kb'] // 1024} MiB"
         + (f"  ERRORS {errs}" if errs else ""))
     return res
@@ -544,7 +586,7 @@ def status_meminfo() -> int:
 
 def summarize(runs: list) -> list:
     """One row per (scenario, conns, target): medians over the repetitions."""
-    base = {(r["scenario"], r["conns"], r["rep"]): r["rps"] for r in runs if r["target"] == "nginx"}
+    base = {(r["scenario"], r["conns"], r["rep"]): r["rps"] for r in runs if r["target"] == baseline(r["scenario"])}
     for r in runs:
         b = base.get((r["scenario"], r["conns"], r["rep"]))
         r["ratio_to_nginx"] = round(r["rps"] / b, 3) if b else None
@@ -680,9 +722,10 @@ def main(argv: list) -> int:
     ap.add_argument("--warmup", type=int, help="warm-up seconds per server (default 3, quick 1)")
     ap.add_argument("--conns", default="64,256", help="connection counts of the GET scenario")
     ap.add_argument("--body-conns", type=int, default=64, help="connections of the POST/1 MiB scenarios")
+    ap.add_argument("--tls-conns", type=int, default=64, help="connections of the https scenarios")
     ap.add_argument("--idle-conns", type=int, default=10000, help="idle keep-alive connections (0: skip)")
     ap.add_argument("--targets", default=",".join(t for t, _ in TARGETS), help="servers to measure")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="get,post16k,big1m")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help=",".join(SCENARIOS))
     ap.add_argument("--no-micro", action="store_true", help="skip bench/micro.py")
     ap.add_argument("--out", help="JSON output path (default bench/results/bench-<time>.json)")
     ap.add_argument("--pidfile", help="append 'pid starttime' of every server started (for run.sh's trap)")
@@ -719,7 +762,7 @@ def main(argv: list) -> int:
 
     plan = []  # (scenario, conns)
     for s in scenarios:
-        for c in (conns if s == "get" else [a.body_conns]):
+        for c in (conns if s == "get" else [a.tls_conns] if s in TLS_SCENARIOS else [a.body_conns]):
             plan.append((s, c))
     started = dt.datetime.now(dt.timezone.utc)
     info = machine_info(a.python)
@@ -736,8 +779,8 @@ def main(argv: list) -> int:
         log(f"warm-up: {warm}s per server")
         for t in targets:
             if warm > 0:
-                run_wrk(PORTS[t], "/hello", conns[0], warm, None)
-                if "post16k" in scenarios:
+                run_wrk(PORTS[t], "/hello", conns[0], warm, None, tls=t in TLS_TARGETS)
+                if "post16k" in scenarios and t not in TLS_TARGETS:
                     run_wrk(PORTS[t], "/post", a.body_conns, max(warm // 3, 1), BENCH / "post16k.lua")
         for rep in range(1, reps + 1):
             log(f"repetition {rep}/{reps}")
@@ -746,14 +789,17 @@ def main(argv: list) -> int:
                 for t in order:
                     if t in ceiling and s != "get":
                         continue  # the ceiling experiment is about the per-request cost
-                    r = measure(servers, t, s, c, dur if s == "get" else bdur)
+                    if not runs_on(t, s):
+                        continue
+                    r = measure(servers, t, s, c, dur if s == "get" or s in TLS_SCENARIOS else bdur)
                     r["rep"] = rep
                     runs.append(r)
                     time.sleep(0.3)
         if a.idle_conns:
             log(f"idle keep-alive connections: {a.idle_conns} per proxy")
             for t in targets:
-                if t == "backend" or t.startswith("bare"):  # one backend connection per client, not pooled
+                if t == "backend" or t.startswith("bare") or t in TLS_TARGETS:  # (bare: one backend connection
+                    # per client, not pooled; the TLS servers are the plain ones with TLS on)
                     continue
                 n = a.idle_conns
                 if t == "haproxy" and n > LIMITS["haproxy_maxconn"] - 100:
@@ -795,7 +841,7 @@ def main(argv: list) -> int:
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": info,
         "settings": {"quick": a.quick, "reps": reps, "duration_s": dur, "body_duration_s": bdur,
-                     "warmup_s": warm, "conns": conns, "body_conns": a.body_conns,
+                     "warmup_s": warm, "conns": conns, "body_conns": a.body_conns, "tls_conns": a.tls_conns,
                      "idle_conns": a.idle_conns, "limits": LIMITS, "proxy_core": PROXY_CORE, "load_core": LOAD_CORE,
                      "ports": PORTS, "user_agent": USER_AGENT,
                      "scenarios": {k: {"path": v[0], "script": v[1] and v[1].name, "what": v[2]}

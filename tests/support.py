@@ -37,6 +37,8 @@ class _UpstreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.server.connections.append(self.raw)
+        if self.server.ssl is not None:
+            self.server.peercerts.append(transport.get_extra_info("peercert"))
         self.server.opened += 1
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
@@ -96,7 +98,9 @@ class Upstream:
     anything else     200 "ok"
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, ssl: Any = None) -> None:
+        self.ssl = ssl  # an ssl.SSLContext: the backend speaks TLS (an https:// host)
+        self.peercerts: list = []  # per TLS connection: the client certificate it presented, or None
         self.requests: list = []
         self.connections: list = []
         self.opened = 0
@@ -114,7 +118,7 @@ class Upstream:
 
         async def start() -> None:
             self.server = await self.loop.create_server(lambda: _UpstreamProtocol(self), "127.0.0.1", self.port,
-                                                        reuse_address=True)
+                                                        reuse_address=True, ssl=self.ssl)
             self.port = self.server.sockets[0].getsockname()[1]
 
         self.loop.run_until_complete(start())
@@ -123,7 +127,7 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl is not None else 'http'}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         def _stop() -> None:
@@ -224,7 +228,7 @@ class Proxy:
             self.proc.kill()
             raise RuntimeError(f"fastproxy did not start: {line!r}\n{self.stderr()}")
         self.ready_line = line
-        self.port = int(line.split("http://")[1].split(" ")[0].rsplit(":", 1)[1])
+        self.port = int(line.split("://")[1].split(" ")[0].rsplit(":", 1)[1])
 
     def stderr(self) -> str:
         if not self._err.closed:

@@ -12,6 +12,7 @@ Extension: a namespace in `extra_config` is compiled by the handler the table of
 which is sorted into SPEC order, and tell each other about the route through its `RouteDraft`.
 """
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -21,6 +22,7 @@ import msgspec
 
 from fastproxy import policies
 from fastproxy.config import schema
+from fastproxy.config import tls as tlsconf
 from fastproxy.config.load import ConfigError, load_file, with_positions
 from fastproxy.config.namespaces import did_you_mean, fail_closed, is_comment, listing
 from fastproxy.config.problems import Problems, kind_of
@@ -91,6 +93,7 @@ class Route:
     backend_checks: tuple[Policy, ...]
     breaker_config: Optional[BreakerConfig]  # qos/circuit-breaker (and /http), or None
     index: int  # its position in Snapshot.route_list, and of its RouteState in the worker's State
+    forwarded_proto: bytes  # the X-Forwarded-Proto line: https when the main port speaks TLS
     websocket: Optional[WebSocket] = None  # the `websocket` namespace: Upgrade requests are tunnelled
 
 
@@ -111,6 +114,12 @@ class Snapshot:
     client_ip: Optional[ClientIPResolver]
     warnings: tuple[str, ...] = ()
     upgrades: bool = False  # some route tunnels Upgrade requests (the head read looks for them)
+    tls: Optional[tlsconf.ServerTLS] = None  # the main port terminates TLS (root `tls`)
+    client_tls: Optional[ssl.SSLContext] = None  # shared by every https:// backend pool
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
 
 def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) -> Optional[Target]:
@@ -212,8 +221,8 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         problems.warn("$.response_header_timeout",
                       "not used by fastproxy: the endpoint timeout bounds the wait for the response head")
     for key in raw:
-        if is_comment(key) or key in ("output_encoding", "tls"):
-            continue  # comments ($schema, @comment); output_encoding: the endpoints' summary; tls: fail_closed
+        if is_comment(key) or key in ("output_encoding", "tls", "client_tls"):
+            continue  # comments ($schema, @comment); output_encoding: the endpoints' summary; tls: config.tls
         if key in schema.IGNORED_ROOT_FIELDS:
             problems.warn(f"$.{key}", "recognised KrakenD field, not implemented by fastproxy: ignored")
         elif key not in schema.Root.__struct_fields__:
@@ -274,6 +283,9 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         return_error_msg=router_opts.return_error_msg,
     )
     default_timeout = problems.duration(root.timeout, "$.timeout", 2.0, True)
+    server_tls = tlsconf.server_tls(raw.get("tls"), problems, problems.duration(
+        settings.tls_handshake_timeout, f"{sp}.tls_handshake_timeout", proto.read_header_timeout, True))
+    forwarded_proto = b"\r\nX-Forwarded-Proto: %s\r\n" % (b"https" if server_tls is not None else b"http")
 
     ctx = policies.CompileContext(problems, raw_root=raw, root=root, router=router_opts, settings=settings,
                                   redis_timeout=redis_timeout)
@@ -397,6 +409,7 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
             breaker_config=draft.breaker,
             index=len(route_list),
             websocket=ws,
+            forwarded_proto=forwarded_proto,
         )
         for t in hosts:
             targets.setdefault(t.key, t)
@@ -409,6 +422,9 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         first_at.setdefault((method, ep.endpoint), ep_path)
         route_list.append(route)
 
+    client_tls = None
+    if "client_tls" in raw or any(t.scheme == "https" for t in targets.values()):
+        client_tls = tlsconf.client_tls(raw.get("client_tls"), problems)
     fail_closed(raw, problems, settings.ignore_unsupported, f"{sp}.ignore_unsupported")
     problems.finish()
     if problems.errors:
@@ -427,6 +443,8 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         client_ip=ctx.client_ip,
         warnings=tuple(problems.warnings),
         upgrades=any(r.websocket is not None for r in route_list),
+        tls=server_tls,
+        client_tls=client_tls,
     )
 
 

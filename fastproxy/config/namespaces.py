@@ -249,19 +249,6 @@ def endpoint_labels(raw_root: dict[str, Any]) -> list[str]:
     return labels
 
 
-def root_tls(raw_root: dict[str, Any]) -> Optional[str]:
-    """What a root `tls` block would protect (SPEC §5, not implemented yet), or None when absent
-    or `disabled`: served as plain HTTP, its clients' certificates (mTLS) would go unchecked."""
-    tls = raw_root.get("tls")
-    if tls is None:
-        return None
-    if not isinstance(tls, dict):
-        return f"TLS termination, given as {type(tls).__name__} instead of an object"
-    if tls.get("disabled") is True:
-        return None
-    return "TLS termination" + (" and the client certificates it requires (mTLS)" if tls.get("enable_mtls") else "")
-
-
 def fail_closed(raw_root: dict[str, Any], problems: "Problems", ignore: list[str], ignore_path: str) -> None:
     """Report every guard of the file (SPEC §1 "Fail closed"): an error naming the endpoints it
     would leave unprotected, or a warning where `ignore_unsupported` accepts the loss."""
@@ -282,10 +269,6 @@ def fail_closed(raw_root: dict[str, Any], problems: "Problems", ignore: list[str
     def unimplemented(key: str, lost: str) -> str:
         return f"`{key}` ({lost}) is not implemented by fastproxy"
 
-    tls = root_tls(raw_root)
-    if tls is not None:
-        present.add("tls")
-        report("$.tls", "tls", "tls", unimplemented("tls", tls), f"serve {every}", f"serving {every}")
     for path, extra, index, level in _extra_configs(raw_root):
         if not isinstance(extra, dict):
             continue

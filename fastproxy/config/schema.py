@@ -48,6 +48,47 @@ class Root(msgspec.Struct, frozen=True):
     max_idle_connections_per_host: int = 250
 
 
+class TLSKey(msgspec.Struct, frozen=True):
+    public_key: str
+    private_key: str
+
+
+class ServerTLS(msgspec.Struct, frozen=True):
+    """Root `tls` (KrakenD service settings): the main port terminates TLS. `config/tls.py`
+    reads it; a field not listed here is an error there (fail closed)."""
+
+    public_key: Optional[str] = None  # KrakenD's older single-key form
+    private_key: Optional[str] = None
+    keys: list[TLSKey] = []
+    disabled: bool = False
+    min_version: Optional[str] = None  # default TLS13
+    max_version: Optional[str] = None  # default TLS13
+    cipher_suites: list[int] = []
+    curve_preferences: list[int] = []
+    prefer_server_cipher_suites: bool = False
+    enable_mtls: bool = False
+    ca_certs: list[str] = []
+    disable_system_ca_pool: bool = False
+
+
+class ClientCert(msgspec.Struct, frozen=True):
+    certificate: str
+    private_key: str
+
+
+class ClientTLS(msgspec.Struct, frozen=True):
+    """Root `client_tls`: how fastproxy connects to `https://` backends."""
+
+    allow_insecure_connections: bool = False
+    ca_certs: list[str] = []
+    disable_system_ca_pool: bool = False
+    client_certs: list[ClientCert] = []
+    min_version: Optional[str] = None  # default TLS12
+    max_version: Optional[str] = None  # default TLS13
+    cipher_suites: list[int] = []
+    curve_preferences: list[int] = []
+
+
 class Admin(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Admin listener: `/__health` and `/metrics`. Loopback by default; port 0 disables it."""
 
@@ -74,6 +115,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     drain_timeout: str = "30s"
     access_log: bool = False
     ratelimit_headers: bool = True
+    tls_handshake_timeout: Optional[str] = None  # default: read_header_timeout (the head's)
     redis_timeout: str = "50ms"  # a Redis limit decision falls back to the local bucket after this
     # Namespaces that guard access and that fastproxy does not implement: each is an error
     # (fail closed) unless listed here, which turns it into a warning (the operator's choice).
@@ -105,7 +147,7 @@ IGNORED_ROOT_FIELDS = {
     "name", "cache_ttl", "output_encoding", "debug_endpoint", "echo_endpoint", "disable_rest",
     "read_timeout", "write_timeout", "max_header_bytes", "disable_keep_alives",
     "disable_compression", "max_idle_connections", "expect_continue_timeout",
-    "plugin", "sequential_start", "allow_insecure_connections", "client_tls", "use_h2c",
+    "plugin", "sequential_start", "allow_insecure_connections", "use_h2c",
     "dns_cache_ttl", "async_agent", "disable_strict_rest", "dialer_keep_alive",
     "dialer_fallback_delay", "idle_connection_timeout",
 }

@@ -4,9 +4,9 @@ Rules it keeps: the backend's path comes from the route's template (parameters f
 wildcard's rest appended, the query filtered by `input_query_strings`); a client's HEAD stays
 HEAD, other methods become the backend's `method` when it sets one; Host is the backend's own;
 X-Forwarded-For / -Host / -Proto are fastproxy's (a client's are never passed on, except a
-trusted proxy's chain); only the headers the route forwards cross (`input_headers`), never a
-hop-by-hop one; the body framing is regenerated (Content-Length from the parsed value, chunked
-re-chunked).
+trusted proxy's chain; -Proto is `https` when the main port speaks TLS); only the headers the
+route forwards cross (`input_headers`), never a hop-by-hop one; the body framing is regenerated
+(Content-Length from the parsed value, chunked re-chunked).
 """
 
 from typing import TYPE_CHECKING, Final, Optional
@@ -61,7 +61,7 @@ def request_head(h: RequestHead, route: "Route", target: "Target", method: bytes
     parts = [method, b" ", path, b" HTTP/1.1\r\nHost: ", target.host_header, b"\r\nX-Forwarded-For: ", xff]
     if h.host is not None:
         parts += (b"\r\nX-Forwarded-Host: ", h.host)
-    parts.append(b"\r\nX-Forwarded-Proto: http\r\n")
+    parts.append(route.forwarded_proto)  # http, or https when the main port speaks TLS
     if extra is not None:
         parts.append(extra)
     if route.forward_headers:

@@ -3,8 +3,9 @@
 With `workers > 1` the master first checks that nothing else holds the port (see
 `server.listen`), then forks; each child binds its own SO_REUSEPORT socket and runs its own
 uvloop; the kernel spreads connections over them. The master prints the ready line once every
-worker listens, forwards SIGHUP after validating the file itself (a bad file never reaches the
-workers), and on SIGTERM/SIGINT drains the workers and exits 0 when they are done.
+worker listens, forwards SIGHUP after validating the file itself (a bad file, or one that would
+turn TLS on or off on the port, never reaches the workers), and on SIGTERM/SIGINT drains the
+workers and exits 0 when they are done.
 
 Replacing workers. A worker that dies is forked again. A worker that dies within
 `STABLE_AFTER` seconds of its start (before it was ready, or soon after) counts as a failed
@@ -32,6 +33,7 @@ from fastproxy import build_mode
 from fastproxy.admin import METRICS_DIR_ENV
 from fastproxy.config.compile import Snapshot, load
 from fastproxy.config.load import ConfigError
+from fastproxy.config.tls import listener_change
 from fastproxy.server.listen import ListenError, make_listener, port_taken
 from fastproxy.server.worker import Worker, run_worker
 
@@ -47,10 +49,10 @@ EXIT_START_FAILED = 3  # a worker's exit code when it could not start (it logs w
 _READY = struct.Struct("=i")  # a worker's pid, written to the ready pipe once it listens
 
 
-def ready_line(ip: str, port: int, workers: int) -> str:
+def ready_line(ip: str, port: int, workers: int, scheme: str = "http") -> str:
     shown = f"[{ip}]" if ":" in ip else ip
     plural = "s" if workers != 1 else ""
-    return (f"fastproxy ready: listening on http://{shown}:{port} with {workers} worker{plural} "
+    return (f"fastproxy ready: listening on {scheme}://{shown}:{port} with {workers} worker{plural} "
             f"({build_mode()}, pid {os.getpid()})")
 
 
@@ -81,7 +83,7 @@ def run(snap: Snapshot, config_path: Optional[str]) -> int:
         port = sock.getsockname()[1]
 
         def ready(_w: object) -> None:
-            print(ready_line(snap.listen_ip, port, 1), flush=True)
+            print(ready_line(snap.listen_ip, port, 1, snap.scheme), flush=True)
 
         return run_worker(snap, config_path, sock=sock, ready=ready)
     return Master(snap, config_path).run()
@@ -142,7 +144,7 @@ class Master:
                           describe_exit(status))
                 self.stop_all()
                 return 1
-        print(ready_line(snap.listen_ip, snap.port, snap.workers), flush=True)
+        print(ready_line(snap.listen_ip, snap.port, snap.workers, snap.scheme), flush=True)
         return self.loop(rfd, wfd)
 
     def spawn(self, index: int, wfd: int) -> None:
@@ -264,6 +266,10 @@ class Master:
         except ConfigError as exc:
             log.error("reload of %s refused, keeping the running configuration:\n  %s", self.config_path,
                       "\n  ".join(exc.problems))
+            return
+        change = listener_change(self.snap.tls, snap.tls)
+        if change is not None:  # the workers would refuse it too; they are not asked
+            log.error("reload of %s refused, keeping the running configuration:\n  %s", self.config_path, change)
             return
         self.snap = snap
         for pid in self.children:

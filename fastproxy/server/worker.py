@@ -5,13 +5,18 @@ round-robin positions, built from the frozen snapshot and rebuilt on reload).
 Owns: accepting, with the connection cap: at `max_connections` a new connection is admitted by
 closing the oldest connection that has no request in flight (one still in its head phase, a
 slowloris, or an idle keep-alive one), so slow heads cannot starve new clients; only when every
-connection has a request in flight is the listener paused (never accept-and-close). The cap is
-also bounded by the open-files limit, raised to its hard limit at worker start. Also: the clock
-tick that sweeps connection deadlines and refreshes the Date header, backend pools, reload
-(SIGHUP: a bad file keeps the old snapshot and state; a good one gets a new State that takes
-over the entries of unchanged policies) and drain (SIGTERM/SIGINT: stop accepting, close
-idle connections, let in-flight ones finish with `Connection: close`, exit when done or at the
-drain deadline).
+connection has a request in flight is the listener paused (never accept-and-close). On a TLS
+port (`snap.tls`) each accepted socket is its own task that waits for the handshake, bounded by
+`tls.handshake_timeout`, so a stalled handshake holds up no other client; a socket in its
+handshake counts against the cap, is the first evicted at the cap (it has sent nothing usable
+yet), and is released when its handshake fails, times out or is evicted. The cap is also
+bounded by the open-files limit, raised to its hard limit at worker start. Also: the clock tick
+that sweeps connection deadlines and refreshes the Date header, backend pools, reload (SIGHUP:
+a bad file keeps the old snapshot and state; a good one gets a new State that takes over the
+entries of unchanged policies; new connections get the new certificates, open ones keep
+theirs; a reload that would turn TLS on or off is refused) and drain (SIGTERM/SIGINT: stop
+accepting, abandon handshakes in progress, close idle connections, let in-flight ones finish
+with `Connection: close`, exit when done or at the drain deadline).
 """
 
 import asyncio
@@ -21,6 +26,7 @@ import resource
 import select
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Optional, cast
@@ -32,6 +38,7 @@ from fastproxy import metrics as metrics_mod
 from fastproxy.config.compile import Snapshot, load
 from fastproxy.config.load import ConfigError
 from fastproxy.config.schema import Settings
+from fastproxy.config.tls import ServerTLS, listener_change
 from fastproxy.http.response import DateCache
 from fastproxy.policies.state import State
 from fastproxy.server import malloc
@@ -44,6 +51,11 @@ log = logging.getLogger("fastproxy")
 
 FD_RESERVE = 64  # descriptors kept for the listener, admin, DNS, Redis, logs
 DEFAULT_MAX_CONNECTIONS = Settings().max_connections
+# A closing TLS connection sends close_notify, reads and drops what the client still sends (a
+# lingering close) until the client's close_notify or EOF, at most this long (uvloop's default
+# is 30 s): a client that never answers holds its place under the cap no longer than this. The
+# rest of an answer still unsent to a very slow client at that point is cut.
+TLS_SHUTDOWN_TIMEOUT = 5.0
 
 
 def raise_open_files_limit() -> int:
@@ -88,6 +100,7 @@ class Worker:
         self.listener: Optional[socket.socket] = None
         self.accepting = False
         self.adopting = 0  # accepted sockets whose protocol is not made yet: they count against the cap
+        self.handshakes: dict[asyncio.Task[None], None] = {}  # those in their TLS handshake, oldest first
         self.admin_server: Any = None
         self.done = loop.create_future()
         self.metrics.gauges["fastproxy_breaker_state"] = self._breaker_states
@@ -152,11 +165,20 @@ class Worker:
                 self.loop.call_later(0.1, self._start_accepting)
                 return
             self.adopting += 1
-            self.loop.create_task(self._adopt(sock))
+            tls = self.snap.tls
+            task = self.loop.create_task(self._adopt(sock, tls))
+            if tls is not None:
+                self.handshakes[task] = None
 
     def _evict(self) -> bool:
         """Make room for a new connection: close the oldest one without a request in flight
-        (in its head phase or idle). False when every connection has a request in flight."""
+        (in its head phase or idle), or before that the oldest TLS handshake in progress. False
+        when every connection has a request in flight."""
+        oldest = next(iter(self.handshakes), None)
+        if oldest is not None:
+            self._end_handshake(oldest)
+            self.metrics.evicted += 1
+            return True
         for conn in self.conns:
             if not conn.queue and not conn.closing:
                 del self.conns[conn]  # no longer counted, whenever its close completes
@@ -166,14 +188,36 @@ class Worker:
                 return True
         return False
 
-    async def _adopt(self, sock: socket.socket) -> None:
+    def _end_handshake(self, task: "asyncio.Task[None]") -> None:
+        """Stop counting a socket in its handshake and abandon the handshake (uvloop closes it)."""
+        del self.handshakes[task]
+        self.adopting -= 1
+        task.cancel()
+
+    async def _adopt(self, sock: socket.socket, tls: Optional[ServerTLS]) -> None:
+        # an asyncio protocol by its methods; compiled it cannot subclass asyncio.Protocol
+        def factory() -> asyncio.BaseProtocol:
+            return cast(asyncio.BaseProtocol, ClientConnection(self))
+
         try:
-            # an asyncio protocol by its methods; compiled it cannot subclass asyncio.Protocol
-            await self.loop.connect_accepted_socket(lambda: cast(asyncio.BaseProtocol, ClientConnection(self)), sock)
-        except OSError:
-            sock.close()
+            if tls is None:
+                await self.loop.connect_accepted_socket(factory, sock)
+            else:  # returns once the handshake is done; connection_made comes first
+                await self.loop.connect_accepted_socket(factory, sock, ssl=tls.context,
+                                                        ssl_handshake_timeout=tls.handshake_timeout,
+                                                        ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT)
+        except OSError as exc:  # ssl.SSLError, and the handshake timeout (ConnectionAbortedError)
+            if tls is not None:
+                log.debug("TLS handshake failed: %s", exc.strerror if isinstance(exc, ssl.SSLError) else exc)
+            sock.close()  # (uvloop has already let go of a socket whose handshake failed)
         finally:
-            self.adopting -= 1
+            if tls is None:
+                self.adopting -= 1
+            else:
+                task = asyncio.current_task()
+                if task in self.handshakes:  # (an evicted one was counted out by _end_handshake)
+                    del self.handshakes[task]
+                    self.adopting -= 1
         if not self.accepting and len(self.conns) + self.adopting < self.cap():
             self._start_accepting()
 
@@ -195,7 +239,8 @@ class Worker:
         pool = self.pools.get(target.key)
         if pool is None:
             p = self.snap.protocol
-            pool = Pool(target, self.loop, self.dns, p.max_idle_per_host, p.upstream_idle_timeout, p.connect_timeout)
+            pool = Pool(target, self.loop, self.dns, p.max_idle_per_host, p.upstream_idle_timeout, p.connect_timeout,
+                        self.snap.client_tls)
             self.pools[target.key] = pool
         return pool
 
@@ -259,6 +304,10 @@ class Worker:
             log.error("reload of %s refused, keeping the running configuration:\n  %s", self.config_path,
                       "\n  ".join(exc.problems))
             return False
+        change = listener_change(old.tls, snap.tls)
+        if change is not None:
+            log.error("reload of %s refused, keeping the running configuration:\n  %s", self.config_path, change)
+            return False
         # the new state takes over what unchanged limits, breakers and Redis pools hold
         self.state = State(snap, self.clock(), self.metrics, previous=self.state)
         self.snap = snap
@@ -266,8 +315,11 @@ class Worker:
         for pool in self.pools.values():  # pools outlive a reload; their knobs follow it
             pool.max_idle, pool.idle_timeout, pool.connect_timeout = (p.max_idle_per_host, p.upstream_idle_timeout,
                                                                        p.connect_timeout)
+            if pool.ssl is not None and snap.client_tls is not None:  # new backend connections: the new client_tls
+                pool.ssl = snap.client_tls
         self.access_log = self._access_log if snap.protocol.access_log else None
-        log.info("configuration reloaded from %s (%d routes)", self.config_path, len(snap.route_list))
+        certs = f", certificates {', '.join(c.public_key for c in snap.tls.certificates)}" if snap.tls else ""
+        log.info("configuration reloaded from %s (%d routes%s)", self.config_path, len(snap.route_list), certs)
         return True
 
     def drain(self) -> None:
@@ -278,6 +330,8 @@ class Worker:
         self._stop_accepting()
         if self.listener is not None:
             self.listener.close()
+        for task in list(self.handshakes):  # not a client yet: nothing in flight to finish
+            self._end_handshake(task)
         if self.admin_server is not None:
             self.admin_server.close()
         for conn in list(self.conns):

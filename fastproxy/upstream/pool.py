@@ -3,7 +3,9 @@
 Rules it keeps: LIFO reuse (the most recently used connection is the likeliest alive), FIFO
 expiry after `idle_timeout`, at most `max_idle` idle; a connection attempt tries each address
 of the name in turn within one `connect_timeout`, and fails with a ConnectError of kind
-CONNECT or CONNECT_TIMEOUT.
+CONNECT or CONNECT_TIMEOUT. An https:// host is reached with the snapshot's one client context
+(`config.tls.client_tls`); a certificate that does not verify is a CONNECT failure (502) whose
+message says so.
 """
 
 import asyncio
@@ -24,7 +26,7 @@ class Pool:
     __slots__ = ("target", "idle", "max_idle", "idle_timeout", "loop", "dns", "connect_timeout", "ssl", "clock")
 
     def __init__(self, target: "Target", loop: asyncio.AbstractEventLoop, dns: DNSCache, max_idle: int,
-                 idle_timeout: float, connect_timeout: float) -> None:
+                 idle_timeout: float, connect_timeout: float, ssl: Optional[_ssl.SSLContext] = None) -> None:
         self.target = target
         self.idle: collections.deque[UpstreamConnection] = collections.deque()
         self.max_idle = max_idle
@@ -33,7 +35,8 @@ class Pool:
         self.clock: Callable[[], float] = loop.time
         self.dns = dns
         self.connect_timeout = connect_timeout
-        self.ssl = _ssl.create_default_context() if target.scheme == "https" else None
+        # the snapshot's client_tls context for an https:// host (shared by every pool), else None
+        self.ssl = ssl if target.scheme == "https" else None
 
     def get(self, now: float) -> Optional[UpstreamConnection]:
         idle = self.idle
@@ -94,6 +97,9 @@ class Pool:
                                                 server_hostname=t.host if self.ssl else None), left)
             except TimeoutError:
                 raise ConnectError(FailureKind.CONNECT_TIMEOUT, f"connect to {t.key} timed out") from None
+            except _ssl.SSLCertVerificationError as exc:  # the same certificate at every address
+                raise ConnectError(FailureKind.CONNECT, f"TLS to {t.key}: certificate not verified "
+                                   f"({exc.verify_message})") from None
             except (OSError, _ssl.SSLError) as exc:
                 error = exc
                 continue

@@ -432,17 +432,11 @@ def test_a_flexible_configuration_template_is_named_as_such(tmp_path, name, text
 # ---------------------------------------------------------------------------------------------
 # The root `tls` block and the `router` block
 
-@pytest.mark.parametrize("tls,words", [
-    ({"public_key": "/c.pem", "private_key": "/k.pem"}, "(TLS termination)"),
-    ({"keys": [{"public_key": "/c.pem", "private_key": "/k.pem"}], "enable_mtls": True, "ca_certs": ["/ca.pem"]},
-     "(TLS termination and the client certificates it requires (mTLS))"),
-])
-def test_a_tls_block_is_a_guard_until_fastproxy_terminates_tls(tls, words):
-    # served as plain HTTP, an mTLS-only gateway would let in any client without a certificate
-    problems = errors_of(cfg(ep("/a"), tls=tls))
-    assert_problem(problems, "$.tls", ["`tls`", words, "every endpoint without it (1: GET /a)", "(fail closed)"])
-    snap = compile_config(cfg(ep("/a"), tls=tls, extra_config=settings(ignore_unsupported=["tls"])))
-    assert_problem(snap.warnings, "$.tls", ["ignore_unsupported accepts serving every endpoint"])
+def test_a_tls_block_is_read_not_waived_a_missing_file_is_an_error_naming_it():
+    # the block is implemented (config/tls.py): it is never silently served as plain HTTP
+    problems = errors_of(cfg(ep("/a"), tls={"public_key": "/nowhere/c.pem", "private_key": "/nowhere/k.pem"}))
+    assert_problem(problems, "$.tls.public_key", ["cannot read the certificate '/nowhere/c.pem'"])
+    assert_problem(problems, "$.tls.private_key", ["cannot read the private key '/nowhere/k.pem'"])
 
 
 def test_a_disabled_tls_block_is_plain_http_as_in_krakend():
