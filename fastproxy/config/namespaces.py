@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # the collector imports this module: only its type is needed 
 
 # A namespace that guards access, with the words the error uses for what would be lost.
 GUARDS: dict[str, str] = {
-    "auth/validator": "JWT validation",
     "auth/api-keys": "API-key authentication",
     "auth/basic": "basic authentication",
     "auth/revoker": "token revocation",
@@ -56,7 +55,6 @@ GUARDS: dict[str, str] = {
 
 # KrakenD 1.x names of the namespaces above.
 GUARD_ALIASES: dict[str, str] = {
-    "github.com/devopsfaith/krakend-jose/validator": "auth/validator",
     "github.com/devopsfaith/krakend-jose/signer": "auth/signer",
     "github.com/devopsfaith/krakend-martian": "modifier/martian",
     "github.com/devopsfaith/krakend-lua/router": "modifier/lua-endpoint",
@@ -78,8 +76,11 @@ GUARD_ALIASES: dict[str, str] = {
 # JWK cache shared by validators): KrakenD protects an endpoint only through its own block.
 DECLARATIONS = {
     "auth/api-keys": "declares the API keys and roles the endpoints' `auth/api-keys` blocks check",
-    "auth/validator": "configures the JWK cache the endpoints' `auth/validator` blocks share",
 }
+
+# The names of `auth/validator` (implemented: policies/registry.py): an `auth/signer` is a guard
+# when the file validates the tokens it would sign.
+VALIDATOR_NAMES = frozenset({"auth/validator", "github.com/devopsfaith/krakend-jose/validator"})
 
 # Where KrakenD reads a guard (the others: at every level). Elsewhere it protects nothing.
 GUARD_LEVELS: dict[str, tuple[str, ...]] = {
@@ -212,7 +213,7 @@ def guards_in(extra: object, has_validator: bool) -> list[tuple[str, str, str]]:
 def has_validator(raw_root: dict[str, Any]) -> bool:
     """Whether any level of the file validates tokens (auth/validator or its 1.x name)."""
     def holds(extra: object) -> bool:
-        return isinstance(extra, dict) and any(canonical(k) == "auth/validator" for k in extra)
+        return isinstance(extra, dict) and any(k in VALIDATOR_NAMES for k in extra)
 
     return any(holds(extra) for _, extra, _, _ in _extra_configs(raw_root))
 
@@ -356,7 +357,7 @@ def forged_identity(raw_root: dict[str, Any], accepted: set[str]) -> list[tuple[
         role = block.get("propagate_role") if isinstance(block, dict) else None
         if canonical(key) == "auth/api-keys" and isinstance(role, str):
             role_header = (f'$.extra_config["{key}"].propagate_role', block["propagate_role"])
-    for i, ep in enumerate(_endpoints(raw_root)):
+    for ep in _endpoints(raw_root):
         extra = ep.get("extra_config") if isinstance(ep, dict) else None
         if not isinstance(extra, dict):
             continue
@@ -365,13 +366,7 @@ def forged_identity(raw_root: dict[str, Any], accepted: set[str]) -> list[tuple[
             if not (key in accepted or name in accepted) or not isinstance(block, dict):
                 continue
             sets: list[tuple[str, str, str]] = []  # (path, header, from what)
-            claims = block.get("propagate_claims")
-            if name == "auth/validator" and isinstance(claims, list):
-                for j, pair in enumerate(claims):
-                    if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair):
-                        sets.append((f'$.endpoints[{i}].extra_config["{key}"].propagate_claims[{j}]', pair[1],
-                                     f"the verified token's claim {pair[0]!r}"))
-            elif name == "auth/api-keys" and role_header is not None:
+            if name == "auth/api-keys" and role_header is not None:
                 sets.append((role_header[0], role_header[1], "the verified API key's role"))
             for where, header, source in sets:
                 how = _forwards(ep, header)
