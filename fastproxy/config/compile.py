@@ -29,6 +29,7 @@ from fastproxy.http.upstream_head import QUERY_ALL, QUERY_LIST, QUERY_NONE
 from fastproxy.policies import Policy, RouteDraft, registry
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
 from fastproxy.security.clientip import ClientIPResolver
+from fastproxy.security.cors import Cors
 from fastproxy.security.policy import client_ip_resolver
 from fastproxy.upstream.breakers import BreakerConfig
 
@@ -108,6 +109,7 @@ class Snapshot:
     targets: Mapping[str, Target]  # key -> Target
     client_ip: Optional[ClientIPResolver]
     warnings: tuple[str, ...] = ()
+    cors: Optional[Cors] = None  # security/cors (root), or None: then no CORS code runs
 
 
 def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) -> Optional[Target]:
@@ -427,6 +429,7 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         targets=targets,
         client_ip=ctx.client_ip,
         warnings=tuple(problems.warnings),
+        cors=ctx.shared.get("cors"),
     )
 
 

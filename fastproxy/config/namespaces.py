@@ -110,7 +110,6 @@ BACKEND_KINDS: dict[str, str] = {
 
 # Recognised, not implemented, and guarding nothing: ignored with a warning.
 IGNORABLE = frozenset({
-    "security/cors", "github_com/devopsfaith/krakend-cors",
     "modifier/jmespath", "modifier/response-body-generator", "modifier/response-headers",
     "proxy", "websocket", "backend/http", "backend/http/client", "qos/http-cache",
     "validation/response-json-schema", "telemetry/logging", "telemetry/metrics",

@@ -15,6 +15,7 @@ from fastproxy.limits import policy as local_limits
 from fastproxy.limits import redis as redis_limits
 from fastproxy.limits import tiered
 from fastproxy.policies import CompileContext, Handler, Policy, RouteDraft
+from fastproxy.security import cors
 from fastproxy.security import policy as security
 from fastproxy.upstream import breakers
 
@@ -28,6 +29,7 @@ HANDLERS: dict[str, dict[str, Handler]] = {
         "security/geofence": security.compile_geofence,
         "plugin/http-server": security.compile_http_server,
         "auth/validator": validator.compile_service,
+        "security/cors": cors.compile_cors,
     },
     "endpoint": {
         "qos/ratelimit/router": local_limits.compile_router,
@@ -49,7 +51,8 @@ HANDLERS: dict[str, dict[str, Handler]] = {
 }
 # Other names of an implemented namespace, compiled by its handler.
 ALIASES: dict[str, str] = {"github_com/devopsfaith/krakend-botdetector": "security/bot-detector",
-                           "github.com/devopsfaith/krakend-jose/validator": "auth/validator"}
+                           "github.com/devopsfaith/krakend-jose/validator": "auth/validator",
+                           "github_com/devopsfaith/krakend-cors": "security/cors"}
 # Keys that are ours or handled outside the handler table.
 HANDLED_ELSEWHERE = {"service": {"fastproxy", "router", "redis"}, "endpoint": set(), "backend": set()}
 def known_namespaces() -> set[str]:
