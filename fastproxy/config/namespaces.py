@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # the collector imports this module: only its type is needed 
 
 # A namespace that guards access, with the words the error uses for what would be lost.
 GUARDS: dict[str, str] = {
-    "auth/api-keys": "API-key authentication",
     "auth/basic": "basic authentication",
     "auth/revoker": "token revocation",
     "auth/client-credentials": "the OAuth2 client credentials the backend is called with",
@@ -64,18 +63,11 @@ GUARD_ALIASES: dict[str, str] = {
     "github.com/devopsfaith/krakend-jsonschema": "validation/json-schema",
     "github.com/devopsfaith/krakend-httpsecure": "security/http",
     "github_com/devopsfaith/krakend-httpsecure": "security/http",
-    "github_com/devopsfaith/krakend-apikeys": "auth/api-keys",
     "github_com/devopsfaith/bloomfilter": "auth/revoker",
     "github.com/devopsfaith/krakend-oauth2-clientcredentials": "auth/client-credentials",
     "github.com/devopsfaith/krakend/transport/http/client/executor": "plugin/http-client",
     # plugin/http-server's 1.x name: fastproxy reads none of its plugins there, so all are guards
     "github_com/devopsfaith/krakend/transport/http/server/handler": "plugin/http-server",
-}
-
-# At the root these only declare what the endpoints' own blocks use (the API keys and roles; the
-# JWK cache shared by validators): KrakenD protects an endpoint only through its own block.
-DECLARATIONS = {
-    "auth/api-keys": "declares the API keys and roles the endpoints' `auth/api-keys` blocks check",
 }
 
 # The names of `auth/validator` (implemented: policies/registry.py): an `auth/signer` is a guard
@@ -305,9 +297,6 @@ def fail_closed(raw_root: dict[str, Any], problems: "Problems", ignore: list[str
             where = f'{path}["{key}"]'
             if key in misplaced:
                 continue
-            elif index is None and name in DECLARATIONS:
-                problems.warn(where, f"{DECLARATIONS[name]}; not implemented by fastproxy: ignored "
-                                     "(each endpoint block that uses it is refused)")
             else:
                 report(where, key, name, unimplemented(key, lost), f"serve {who}", f"serving {who}")
         if level == "backend" and index is not None:
@@ -321,57 +310,8 @@ def fail_closed(raw_root: dict[str, Any], problems: "Problems", ignore: list[str
                 problems.note("auth/signer", f'{path}["{key}"]', "token signing is not implemented by fastproxy: "
                               "the backend's response is returned unsigned", labels[index] if index is not None
                               else "every endpoint")
-    if accepted:
-        for where, msg in forged_identity(raw_root, accepted):
-            problems.error(where, msg)
     for i, name in enumerate(ignore):
         if name not in present and canonical(name) not in present:
             known = [n for n in present if is_control(n)] + list(GUARDS)
             problems.warn(f"{ignore_path}[{i}]", f"{name!r} is listed but no block of the file uses it"
                                                  f"{did_you_mean(name, known)}")
-
-
-def _forwards(endpoint: dict[str, Any], header: str) -> Optional[str]:
-    """How an endpoint forwards a client's `header` to its backend, or None when it does not."""
-    names = endpoint.get("input_headers")
-    if not isinstance(names, list):
-        return None  # KrakenD's default: Content-Type only
-    if "*" in names:
-        return 'input_headers ["*"] forwards it'
-    wanted = header.lower().replace("_", "-")  # CGI and WSGI backends read `_` as `-`
-    if any(isinstance(n, str) and n.lower().replace("_", "-") == wanted for n in names):
-        return "input_headers forwards it"
-    return None
-
-
-def forged_identity(raw_root: dict[str, Any], accepted: set[str]) -> list[tuple[str, str]]:
-    """Headers a waived identity guard would have set from a verified identity, that the
-    endpoint forwards from the client: with the guard not enforced, the client's own copy reaches
-    the backend, and anybody can claim any identity. Not acceptable by `ignore_unsupported`."""
-    out: list[tuple[str, str]] = []
-    root_extra = raw_root.get("extra_config")
-    root_extra = root_extra if isinstance(root_extra, dict) else {}
-    role_header = None
-    for key, block in root_extra.items():
-        role = block.get("propagate_role") if isinstance(block, dict) else None
-        if canonical(key) == "auth/api-keys" and isinstance(role, str):
-            role_header = (f'$.extra_config["{key}"].propagate_role', block["propagate_role"])
-    for ep in _endpoints(raw_root):
-        extra = ep.get("extra_config") if isinstance(ep, dict) else None
-        if not isinstance(extra, dict):
-            continue
-        for key, block in extra.items():
-            name = canonical(key)
-            if not (key in accepted or name in accepted) or not isinstance(block, dict):
-                continue
-            sets: list[tuple[str, str, str]] = []  # (path, header, from what)
-            if name == "auth/api-keys" and role_header is not None:
-                sets.append((role_header[0], role_header[1], "the verified API key's role"))
-            for where, header, source in sets:
-                how = _forwards(ep, header)
-                if how is not None:
-                    out.append((where, f"{header} is set from {source}; with `{key}` not enforced (ignore_unsupported) "
-                                       f"the client's own {header} reaches the backend ({how}): anybody could claim "
-                                       f"any identity on {ep.get('method', 'GET')} {ep.get('endpoint')}. Stop "
-                                       f"forwarding {header} from the client, or remove the block"))
-    return out

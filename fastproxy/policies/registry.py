@@ -9,7 +9,7 @@ that guard access are errors (`config/namespaces.py`, fail closed), the others w
 
 from typing import Any, Optional
 
-from fastproxy.auth import validator
+from fastproxy.auth import apikeys, validator
 from fastproxy.config import namespaces
 from fastproxy.limits import policy as local_limits
 from fastproxy.limits import redis as redis_limits
@@ -30,6 +30,7 @@ HANDLERS: dict[str, dict[str, Handler]] = {
         "plugin/http-server": security.compile_http_server,
         "auth/validator": validator.compile_service,
         "security/cors": cors.compile_cors,
+        "auth/api-keys": apikeys.compile_service,
     },
     "endpoint": {
         "qos/ratelimit/router": local_limits.compile_router,
@@ -40,6 +41,7 @@ HANDLERS: dict[str, dict[str, Handler]] = {
         "security/bot-detector": security.compile_bot_detector,
         "security/geofence": security.compile_geofence,
         "auth/validator": validator.compile_endpoint,
+        "auth/api-keys": apikeys.compile_endpoint,
     },
     "backend": {
         "qos/ratelimit/proxy": local_limits.compile_proxy,
@@ -52,7 +54,8 @@ HANDLERS: dict[str, dict[str, Handler]] = {
 # Other names of an implemented namespace, compiled by its handler.
 ALIASES: dict[str, str] = {"github_com/devopsfaith/krakend-botdetector": "security/bot-detector",
                            "github.com/devopsfaith/krakend-jose/validator": "auth/validator",
-                           "github_com/devopsfaith/krakend-cors": "security/cors"}
+                           "github_com/devopsfaith/krakend-cors": "security/cors",
+                           "github_com/devopsfaith/krakend-apikeys": "auth/api-keys"}
 # Keys that are ours or handled outside the handler table.
 HANDLED_ELSEWHERE = {"service": {"fastproxy", "router", "redis"}, "endpoint": set(), "backend": set()}
 def known_namespaces() -> set[str]:

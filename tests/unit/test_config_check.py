@@ -48,8 +48,6 @@ B0 = "$.endpoints[0].backend[0].extra_config"
 
 # (namespace as written, the level it stands at, its block, the name ignore_unsupported takes)
 GUARDS = [
-    ("auth/api-keys", "endpoint", {"roles": ["admin"]}, "auth/api-keys"),
-    ("github_com/devopsfaith/krakend-apikeys", "endpoint", {"roles": ["admin"]}, "auth/api-keys"),
     ("auth/basic", "endpoint", {"htpasswd_path": "/etc/htpasswd"}, "auth/basic"),
     ("auth/basic", "service", {"htpasswd_path": "/etc/htpasswd"}, "auth/basic"),
     ("auth/revoker", "service", {"N": 1000, "P": 0.01, "hash_name": "optimal", "TTL": 1500}, "auth/revoker"),
@@ -135,17 +133,6 @@ def test_ignoring_one_guard_leaves_the_others_errors():
     problems = errors_of(raw)
     assert at(problems, f'{E0}["validation/cel"]')
     assert not at(problems, f'{E0}["auth/basic"]')
-
-
-@pytest.mark.parametrize("ns,block", [
-    ("auth/api-keys", {"keys": [{"key": "k", "roles": ["admin"]}]}),
-])
-def test_root_declarations_warn_and_the_endpoint_blocks_that_use_them_are_refused(ns, block):
-    snap = compile_config(cfg(ep("/public"), extra_config={ns: block}))
-    assert_problem(snap.warnings, f'$.extra_config["{ns}"]', ["not implemented by fastproxy: ignored"])
-    problems = errors_of(cfg(ep("/private", extra={ns: {"roles": ["admin"]}}), ep("/public"), extra_config={ns: block}))
-    assert not at(problems, f'$.extra_config["{ns}"]')
-    assert_problem(problems, f'{E0}["{ns}"]', ["GET /private without it"])
 
 
 def test_the_implemented_http_server_plugins_are_not_guards_but_the_others_are():
@@ -465,17 +452,6 @@ def test_krakend_max_payload_is_the_body_limit_unless_fastproxy_sets_its_own():
     both = compile_config(cfg(ep("/a"), extra_config={"router": {"max_payload": 4096}, **settings(max_body_size=100)}))
     assert both.protocol.max_body_size == 100
     assert compile_config(cfg(ep("/a"))).protocol.max_body_size == 10 * 1024 * 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# A waived identity guard must not let the client forge the identity headers it would have set
-
-def test_a_propagated_api_key_role_the_client_could_send_is_an_error_even_when_waived():
-    raw = cfg(ep("/admin", extra={"auth/api-keys": {"roles": ["admin"]}}, input_headers=["*"]),
-              extra_config={"auth/api-keys": {"keys": [{"key": "k", "roles": ["admin"]}], "propagate_role": "X-Role"},
-                            **settings(ignore_unsupported=["auth/api-keys"])})
-    assert_problem(errors_of(raw), '$.extra_config["auth/api-keys"].propagate_role',
-                   ["X-Role is set from the verified API key's role", "GET /admin"])
 
 
 # ---------------------------------------------------------------------------------------------
