@@ -315,8 +315,8 @@ def compile_endpoint(raw: Any, path: str, ctx: CompileContext, route: Optional[R
         p.error(f"{path}.key_identify_strategy", f"only 'kid' is implemented, found {block.key_identify_strategy!r}")
         ok = False
     if block.operation_debug:
-        p.warn(f"{path}.operation_debug", "not implemented: refusals are logged at debug level and counted in "
-                                          "/metrics by reason; ignored")
+        p.warn(f"{path}.operation_debug", "not implemented: each refusal is counted in /metrics by reason, and "
+                                          "its reason is in the access log; ignored")
     if block.alg not in ALGORITHMS:
         p.error(f"{path}.alg", f"expected one of {', '.join(ALGORITHMS)}, found {block.alg!r}")
         return []
