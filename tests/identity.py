@@ -59,8 +59,9 @@ class JWKSServer:
     """Serves `self.document` (a JWK Set) at any path, in a background thread. `status` other
     than 200 answers that status, `delay` holds each answer back; `requests` counts the fetches."""
 
-    def __init__(self, document: Optional[dict] = None) -> None:
+    def __init__(self, document: Optional[dict] = None, ssl: Any = None) -> None:
         self.document = document or {"keys": []}
+        self.ssl = ssl  # an ssl.SSLContext: serve HTTPS
         self.status = 200
         self.delay = 0.0  # seconds before each answer
         self.requests = 0
@@ -88,7 +89,7 @@ class JWKSServer:
             writer.close()
 
         async def start() -> None:
-            self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self.server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=self.ssl)
             self.port = self.server.sockets[0].getsockname()[1]
 
         self.loop.run_until_complete(start())
@@ -97,7 +98,7 @@ class JWKSServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}/.well-known/jwks.json"
 
     def stop(self) -> None:
         def _stop() -> None:

@@ -276,3 +276,31 @@ def test_keys_from_a_local_file(upstream, tmp_path):
         assert get(p.port, "/me", headers=bearer(SigningKey("ES256", "local").token()))[0] == 401
     finally:
         p.stop()
+
+
+def test_an_https_jwk_url_is_verified_against_jwk_local_ca(upstream, k1, tmp_path):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    server = JWKSServer(jwks(k1), ssl=ctx)
+    try:
+        trusted = {"alg": "RS256", "jwk_url": server.url, "jwk_local_ca": str(ca_path)}
+        unknown_ca = {"alg": "RS256", "jwk_url": server.url}
+        p = Proxy(config(upstream, [ep("/me", "/echo/me", extra_config={"auth/validator": trusted}),
+                                    ep("/other", "/echo/other", extra_config={"auth/validator": unknown_ca})]),
+                  tmp_path)
+        try:
+            assert get(p.port, "/me", headers=bearer(k1.token()))[0] == 200
+            # the same server, its certificate checked against the system's CAs: no keys, never a pass
+            assert get(p.port, "/other", headers=bearer(k1.token()))[0] == 503
+            assert "CERTIFICATE_VERIFY_FAILED" in p.stderr()
+        finally:
+            p.stop()
+    finally:
+        server.stop()
