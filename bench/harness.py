@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import identity  # bench/identity.py: the token every client sends, the JWK Set fastproxy-full.json reads
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 CONFIGS = BENCH / "configs"
@@ -53,6 +55,9 @@ PORTS = {"backend": 19080, "nginx": 19081, "haproxy": 19082, "fastproxy": 19083,
 PROXY_CORE = "0"
 LOAD_CORE = "1"
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) fastproxy-bench/1.0"
+# Every client sends the benchmark's token (bench/identity.py), to every server alike: the full
+# stack's auth/validator checks it (verified once, then from its cache). Set by start_servers.
+AUTH = {"token": ""}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # target name -> (label in the table, server key, is a proxy)
@@ -202,7 +207,7 @@ def http_get_ok(port: int, path: str = "/hello", timeout: float = 1.0, tls: bool
                 ctx.verify_mode = ssl.CERT_NONE
                 s = ctx.wrap_socket(raw, server_hostname="localhost")
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: {USER_AGENT}\r\n"
-                      f"Connection: close\r\n\r\n".encode())
+                      f"Authorization: Bearer {AUTH['token']}\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while b"\r\n" not in data:
                 chunk = s.recv(4096)
@@ -308,6 +313,7 @@ def start_servers(work: Path, keepalive: int, pidfile: Optional[Path], python: s
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     LIMITS.update(nofile=nofile, nginx_worker_connections=min(20000, nofile - 100),
                   haproxy_maxconn=min(25000, (nofile - 200) // 2))
+    AUTH["token"] = identity.make(work)  # work/jwks.json, read by fastproxy-full.json
     common = {"DIR": work, "BACKEND_PORT": PORTS["backend"], "USER_LINE": user_line, "NOFILE": nofile,
               "WORKER_CONNECTIONS": LIMITS["nginx_worker_connections"], "MAXCONN": LIMITS["haproxy_maxconn"]}
     servers = {}
@@ -397,7 +403,8 @@ def parse_wrk(out: str) -> dict:
 def run_wrk(port: int, path: str, conns: int, seconds: float, script: Optional[Path], tls: bool = False,
             headers: tuple = ()) -> dict:
     argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency",
-            "--timeout", "10s", "-H", f"User-Agent: {USER_AGENT}"]
+            "--timeout", "10s", "-H", f"User-Agent: {USER_AGENT}",
+            "-H", f"Authorization: Bearer {AUTH['token']}"]
     for h in headers:
         argv += ["-H", h]
     if script:
@@ -452,11 +459,12 @@ def measure(servers: dict, target: str, scenario: str, conns: int, seconds: floa
 # idle keep-alive connections
 
 
-async def _idle_client(port: int, n: int, sources: list, concurrency: int) -> None:
+async def _idle_client(port: int, n: int, sources: list, concurrency: int, token: str) -> None:
     sem = asyncio.Semaphore(concurrency)
     conns: list = []
     failures = 0
-    request = (f"GET /hello HTTP/1.1\r\nHost: bench\r\nUser-Agent: {USER_AGENT}\r\n\r\n").encode()
+    request = (f"GET /hello HTTP/1.1\r\nHost: bench\r\nUser-Agent: {USER_AGENT}\r\n"
+               f"Authorization: Bearer {token}\r\n\r\n").encode()
 
     async def open_one(i: int) -> None:
         nonlocal failures
@@ -500,9 +508,10 @@ def idle_main(argv: list) -> int:
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--sources", default="127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5")
     ap.add_argument("--concurrency", type=int, default=256)
+    ap.add_argument("--token", default="", help="the benchmark's token (bench/identity.py)")
     a = ap.parse_args(argv)
     raise_nofile()
-    asyncio.run(_idle_client(a.port, a.n, a.sources.split(","), a.concurrency))
+    asyncio.run(_idle_client(a.port, a.n, a.sources.split(","), a.concurrency, a.token))
     return 0
 
 
@@ -512,7 +521,7 @@ def measure_idle(servers: dict, target: str, n: int, python: str) -> dict:
     rss0 = status_kb(pid, "VmRSS")
     reset_hwm(pid)
     p = subprocess.Popen(["taskset", "-c", LOAD_CORE, python, str(Path(__file__).resolve()), "idle",
-                          "--port", str(PORTS[target]), "-n", str(n)],
+                          "--port", str(PORTS[target]), "-n", str(n), "--token", AUTH["token"]],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     _current_child.append(p)
     try:

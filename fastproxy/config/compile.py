@@ -32,6 +32,7 @@ from fastproxy.http.upstream_head import QUERY_ALL, QUERY_LIST, QUERY_NONE
 from fastproxy.policies import Policy, RouteDraft, registry
 from fastproxy.routing import PatternError, RouteTable, parse_pattern
 from fastproxy.security.clientip import ClientIPResolver
+from fastproxy.security.cors import Cors
 from fastproxy.security.policy import client_ip_resolver
 from fastproxy.upstream.breakers import BreakerConfig
 
@@ -116,6 +117,7 @@ class Snapshot:
     upgrades: bool = False  # some route tunnels Upgrade requests (the head read looks for them)
     tls: Optional[tlsconf.ServerTLS] = None  # the main port terminates TLS (root `tls`)
     client_tls: Optional[ssl.SSLContext] = None  # shared by every https:// backend pool
+    cors: Optional[Cors] = None  # security/cors (root), or None: then no CORS code runs
 
     @property
     def scheme(self) -> str:
@@ -155,9 +157,12 @@ def _parse_host(raw: str, path: str, problems: Problems, sanitize: bool = True) 
     return Target(u.scheme, hostname, port, host_header.encode(), f"{u.scheme}://{shown}:{port}")
 
 
-def _template(url_pattern: str, params: set[str], path: str, problems: Problems) -> Optional[tuple[bytes | str, ...]]:
+def _template(url_pattern: str, params: set[str], path: str, problems: Problems,
+              jwt: bool = False) -> Optional[tuple[bytes | str, ...]]:
     """The backend path as literal parts and parameter names. As lura's CleanPath, a pattern
-    without a leading `/` (or none at all) is taken from the root: `""` is `/`, `a` is `/a`."""
+    without a leading `/` (or none at all) is taken from the root: `""` is `/`, `a` is `/a`.
+    With `jwt` (the endpoint validates tokens), `{JWT.claim}` names a claim of the token: the
+    validator fills it in the request's parameters under the name `JWT.claim`."""
     if not url_pattern.startswith("/"):
         url_pattern = "/" + url_pattern
     parts: list[bytes | str] = []
@@ -174,11 +179,19 @@ def _template(url_pattern: str, params: set[str], path: str, problems: Problems)
         if i:
             parts.append(rest[:i].encode())
         name = rest[i + 1:j]
+        if jwt and name.startswith("JWT.") and len(name) > 4:
+            parts.append(name)
+            rest = rest[j + 1:]
+            continue
         if name.startswith(("JWT.", "resp")) and name not in params:
-            what = ("a claim of the validated token (auth/validator propagation)" if name.startswith("JWT.")
-                    else "a value of an earlier backend's response (the sequential proxy)")
-            problems.error(path, f"placeholder {{{name}}} is KrakenD's placeholder for {what}, which fastproxy does "
-                                 f"not implement: expected a parameter of the endpoint, found {{{name}}}")
+            if name.startswith("JWT."):
+                problems.error(path, f"placeholder {{{name}}} is KrakenD's placeholder for a claim of the validated "
+                                     "token, and this endpoint has no auth/validator: expected a parameter of the "
+                                     f"endpoint, found {{{name}}}")
+                return None
+            problems.error(path, f"placeholder {{{name}}} is KrakenD's placeholder for a value of an earlier "
+                                 "backend's response (the sequential proxy), which fastproxy does not implement: "
+                                 f"expected a parameter of the endpoint, found {{{name}}}")
             return None
         if name not in params:
             known = ", ".join(f"{{{p}}}" for p in sorted(params)) or "none"
@@ -368,7 +381,8 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         template = None
         if segments is not None:
             params = {text for is_param, text in segments if is_param}
-            template = _template(be.url_pattern, params, f"{be_path}.url_pattern", problems)
+            template = _template(be.url_pattern, params, f"{be_path}.url_pattern", problems,
+                                 jwt=any(registry.ALIASES.get(k, k) == "auth/validator" for k in ep.extra_config))
         sanitize = ep.backend[0].get("disable_host_sanitize") is not True
         hosts = [t for j, h in enumerate(be.host) if (t := _parse_host(h, f"{be_path}.host[{j}]", problems, sanitize))]
         if not be.host:
@@ -381,7 +395,8 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         timeout = problems.duration(ep.timeout, f"{ep_path}.timeout", default_timeout, True)
         ih = ep.input_headers if ep.input_headers is not None else ["Content-Type"]
         iq = ep.input_query_strings or []
-        draft = RouteDraft(ep.endpoint, method)
+        draft = RouteDraft(ep.endpoint, method, tuple(p for p in template or () if isinstance(p, str)
+                                                      and p.startswith("JWT.")))
         ep_checks = registry.compile_level("endpoint", ep.extra_config, f"{ep_path}.extra_config", ctx, route=draft)
         be_checks = registry.compile_level("backend", be.extra_config, f"{be_path}.extra_config", ctx, route=draft)
         ws: Optional[WebSocket] = None
@@ -445,6 +460,7 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
         upgrades=any(r.websocket is not None for r in route_list),
         tls=server_tls,
         client_tls=client_tls,
+        cors=ctx.shared.get("cors"),
     )
 
 

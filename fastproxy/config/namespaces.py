@@ -23,8 +23,6 @@ if TYPE_CHECKING:  # the collector imports this module: only its type is needed 
 
 # A namespace that guards access, with the words the error uses for what would be lost.
 GUARDS: dict[str, str] = {
-    "auth/validator": "JWT validation",
-    "auth/api-keys": "API-key authentication",
     "auth/basic": "basic authentication",
     "auth/revoker": "token revocation",
     "auth/client-credentials": "the OAuth2 client credentials the backend is called with",
@@ -56,7 +54,6 @@ GUARDS: dict[str, str] = {
 
 # KrakenD 1.x names of the namespaces above.
 GUARD_ALIASES: dict[str, str] = {
-    "github.com/devopsfaith/krakend-jose/validator": "auth/validator",
     "github.com/devopsfaith/krakend-jose/signer": "auth/signer",
     "github.com/devopsfaith/krakend-martian": "modifier/martian",
     "github.com/devopsfaith/krakend-lua/router": "modifier/lua-endpoint",
@@ -66,7 +63,6 @@ GUARD_ALIASES: dict[str, str] = {
     "github.com/devopsfaith/krakend-jsonschema": "validation/json-schema",
     "github.com/devopsfaith/krakend-httpsecure": "security/http",
     "github_com/devopsfaith/krakend-httpsecure": "security/http",
-    "github_com/devopsfaith/krakend-apikeys": "auth/api-keys",
     "github_com/devopsfaith/bloomfilter": "auth/revoker",
     "github.com/devopsfaith/krakend-oauth2-clientcredentials": "auth/client-credentials",
     "github.com/devopsfaith/krakend/transport/http/client/executor": "plugin/http-client",
@@ -74,12 +70,9 @@ GUARD_ALIASES: dict[str, str] = {
     "github_com/devopsfaith/krakend/transport/http/server/handler": "plugin/http-server",
 }
 
-# At the root these only declare what the endpoints' own blocks use (the API keys and roles; the
-# JWK cache shared by validators): KrakenD protects an endpoint only through its own block.
-DECLARATIONS = {
-    "auth/api-keys": "declares the API keys and roles the endpoints' `auth/api-keys` blocks check",
-    "auth/validator": "configures the JWK cache the endpoints' `auth/validator` blocks share",
-}
+# The names of `auth/validator` (implemented: policies/registry.py): an `auth/signer` is a guard
+# when the file validates the tokens it would sign.
+VALIDATOR_NAMES = frozenset({"auth/validator", "github.com/devopsfaith/krakend-jose/validator"})
 
 # Where KrakenD reads a guard (the others: at every level). Elsewhere it protects nothing.
 GUARD_LEVELS: dict[str, tuple[str, ...]] = {
@@ -109,7 +102,6 @@ BACKEND_KINDS: dict[str, str] = {
 
 # Recognised, not implemented, and guarding nothing: ignored with a warning.
 IGNORABLE = frozenset({
-    "security/cors", "github_com/devopsfaith/krakend-cors",
     "modifier/jmespath", "modifier/response-body-generator", "modifier/response-headers",
     "proxy", "websocket", "backend/http", "backend/http/client", "qos/http-cache",
     "validation/response-json-schema", "telemetry/logging", "telemetry/metrics",
@@ -212,7 +204,7 @@ def guards_in(extra: object, has_validator: bool) -> list[tuple[str, str, str]]:
 def has_validator(raw_root: dict[str, Any]) -> bool:
     """Whether any level of the file validates tokens (auth/validator or its 1.x name)."""
     def holds(extra: object) -> bool:
-        return isinstance(extra, dict) and any(canonical(k) == "auth/validator" for k in extra)
+        return isinstance(extra, dict) and any(k in VALIDATOR_NAMES for k in extra)
 
     return any(holds(extra) for _, extra, _, _ in _extra_configs(raw_root))
 
@@ -288,9 +280,6 @@ def fail_closed(raw_root: dict[str, Any], problems: "Problems", ignore: list[str
             where = f'{path}["{key}"]'
             if key in misplaced:
                 continue
-            elif index is None and name in DECLARATIONS:
-                problems.warn(where, f"{DECLARATIONS[name]}; not implemented by fastproxy: ignored "
-                                     "(each endpoint block that uses it is refused)")
             else:
                 report(where, key, name, unimplemented(key, lost), f"serve {who}", f"serving {who}")
         if level == "backend" and index is not None:
@@ -304,63 +293,8 @@ def fail_closed(raw_root: dict[str, Any], problems: "Problems", ignore: list[str
                 problems.note("auth/signer", f'{path}["{key}"]', "token signing is not implemented by fastproxy: "
                               "the backend's response is returned unsigned", labels[index] if index is not None
                               else "every endpoint")
-    if accepted:
-        for where, msg in forged_identity(raw_root, accepted):
-            problems.error(where, msg)
     for i, name in enumerate(ignore):
         if name not in present and canonical(name) not in present:
             known = [n for n in present if is_control(n)] + list(GUARDS)
             problems.warn(f"{ignore_path}[{i}]", f"{name!r} is listed but no block of the file uses it"
                                                  f"{did_you_mean(name, known)}")
-
-
-def _forwards(endpoint: dict[str, Any], header: str) -> Optional[str]:
-    """How an endpoint forwards a client's `header` to its backend, or None when it does not."""
-    names = endpoint.get("input_headers")
-    if not isinstance(names, list):
-        return None  # KrakenD's default: Content-Type only
-    if "*" in names:
-        return 'input_headers ["*"] forwards it'
-    wanted = header.lower().replace("_", "-")  # CGI and WSGI backends read `_` as `-`
-    if any(isinstance(n, str) and n.lower().replace("_", "-") == wanted for n in names):
-        return "input_headers forwards it"
-    return None
-
-
-def forged_identity(raw_root: dict[str, Any], accepted: set[str]) -> list[tuple[str, str]]:
-    """Headers a waived identity guard would have set from a verified identity, that the
-    endpoint forwards from the client: with the guard not enforced, the client's own copy reaches
-    the backend, and anybody can claim any identity. Not acceptable by `ignore_unsupported`."""
-    out: list[tuple[str, str]] = []
-    root_extra = raw_root.get("extra_config")
-    root_extra = root_extra if isinstance(root_extra, dict) else {}
-    role_header = None
-    for key, block in root_extra.items():
-        role = block.get("propagate_role") if isinstance(block, dict) else None
-        if canonical(key) == "auth/api-keys" and isinstance(role, str):
-            role_header = (f'$.extra_config["{key}"].propagate_role', block["propagate_role"])
-    for i, ep in enumerate(_endpoints(raw_root)):
-        extra = ep.get("extra_config") if isinstance(ep, dict) else None
-        if not isinstance(extra, dict):
-            continue
-        for key, block in extra.items():
-            name = canonical(key)
-            if not (key in accepted or name in accepted) or not isinstance(block, dict):
-                continue
-            sets: list[tuple[str, str, str]] = []  # (path, header, from what)
-            claims = block.get("propagate_claims")
-            if name == "auth/validator" and isinstance(claims, list):
-                for j, pair in enumerate(claims):
-                    if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair):
-                        sets.append((f'$.endpoints[{i}].extra_config["{key}"].propagate_claims[{j}]', pair[1],
-                                     f"the verified token's claim {pair[0]!r}"))
-            elif name == "auth/api-keys" and role_header is not None:
-                sets.append((role_header[0], role_header[1], "the verified API key's role"))
-            for where, header, source in sets:
-                how = _forwards(ep, header)
-                if how is not None:
-                    out.append((where, f"{header} is set from {source}; with `{key}` not enforced (ignore_unsupported) "
-                                       f"the client's own {header} reaches the backend ({how}): anybody could claim "
-                                       f"any identity on {ep.get('method', 'GET')} {ep.get('endpoint')}. Stop "
-                                       f"forwarding {header} from the client, or remove the block"))
-    return out

@@ -22,12 +22,15 @@ if TYPE_CHECKING:
     from fastproxy.security.clientip import ClientIPResolver
     from fastproxy.upstream.breakers import BreakerConfig
 
-# SPEC §3: IP filter → geofence → bot detector (service, then endpoint) → service rate limit →
-# tiered limit → endpoint client limit → endpoint limit → backend rate limit → circuit breaker.
+# SPEC §3 and §6: IP filter → geofence → bot detector (service, then endpoint) → authentication →
+# service rate limit → tiered limit → endpoint client limit → endpoint limit → backend rate limit →
+# circuit breaker.
 ORDER_IP_FILTER = 10
 ORDER_GEOFENCE = 20
 ORDER_BOT_SERVICE = 30
 ORDER_BOT_ENDPOINT = 31
+# SPEC §6: authentication after the filters and before every limit (limits key on its identity).
+ORDER_AUTH = 35
 ORDER_SERVICE_LIMIT = 40
 ORDER_TIERED = 50
 ORDER_CLIENT_LIMIT = 60
@@ -72,11 +75,12 @@ class RouteDraft:
     `qos/circuit-breaker` and `qos/circuit-breaker/http` tell each other (in either order). The
     frozen `config.compile.Route` is made from it once every namespace is compiled."""
 
-    __slots__ = ("name", "method", "breaker", "valid_statuses")
+    __slots__ = ("name", "method", "breaker", "valid_statuses", "jwt_claims")
 
-    def __init__(self, name: str, method: str) -> None:
+    def __init__(self, name: str, method: str, jwt_claims: tuple[str, ...] = ()) -> None:
         self.name = name
         self.method = method
+        self.jwt_claims = jwt_claims  # the `{JWT.claim}` placeholders of the backend's url_pattern
         self.breaker: Optional[BreakerConfig] = None
         self.valid_statuses: Optional[frozenset[int]] = None
 

@@ -386,6 +386,9 @@ class ClientConnection:
         x.status = status
         x.reason = reason
         x.head_sent = True
+        cors = w.snap.cors
+        if cors is not None:  # security/cors: our own answers (401, 403, 429, a preflight) too
+            extra = extra + cors.response_headers(x)
         self.record(x)
         self.transport.write(simple_response(status, w.date.header, body, not x.keep_alive, extra, content_type,
                                              head_only=x.method == b"HEAD"))

@@ -120,6 +120,9 @@ class Exchange(RequestHead):
         close = not self.keep_alive or w.draining or not self.body_done
         parts = [STATUS_LINE_11.get(status) or status_line(status)]
         parts += head.lines
+        cors = w.snap.cors
+        if cors is not None:  # security/cors
+            parts.append(cors.lines(self))
         if self.rl is not None and w.snap.protocol.ratelimit_headers:
             parts.append(rl_headers(self.rl))
         length = head.length

@@ -1,7 +1,8 @@
 """The decisions of a request's phases, as plain functions that return values; the client
 connection acts on them (writes, connects, closes). See ARCHITECTURE.md for the phases.
 
-- `route`: health check, route match, 404/405 → an Answer, or None with `x.route` set;
+- `route`: health check, CORS preflight (`security/cors`), route match, 404/405 → an Answer, or
+  None with `x.route` set;
 - `retry`: after a backend failure, whether and how to try again (`Retry`).
 """
 
@@ -43,6 +44,9 @@ def route(snap: "Snapshot", x: "Exchange", worker: "Worker") -> Optional[Answer]
         draining = worker.draining
         return Answer(503 if draining else 200, "draining" if draining else "", worker.health_body(),
                       content_type=JSON)
+    cors = snap.cors
+    if cors is not None and cors.answers_preflight(x):  # before routing and every policy: no token spent
+        return Answer(cors.status, "cors preflight")  # (its headers: `respond`, as for any answer)
     found, params, rest = snap.routes.match(x.method, path)
     if found is NOT_FOUND:
         return Answer(404, "no route", ERROR_BODIES[404])

@@ -15,12 +15,12 @@ from tests.support import ROOT, Proxy, config, ep, free_port, get
 from tests.unit.test_config_check import GUARDS
 from tests.unit.test_config_check import guarded as guarded_by
 
-JWT = {"alg": "RS256", "jwk_url": "https://auth.example/.well-known/jwks.json", "cache": True}
+BASIC = {"htpasswd_path": "/etc/fastproxy/htpasswd"}
 
 
 def guarded(upstream, **fastproxy) -> dict:
-    endpoints = [ep("/private/decks", "/decks", extra_config={"auth/validator": JWT}),
-                 ep("/private/decks/{id}", "/decks/{id}", method="DELETE", extra_config={"auth/validator": JWT}),
+    endpoints = [ep("/private/decks", "/decks", extra_config={"auth/basic": BASIC}),
+                 ep("/private/decks/{id}", "/decks/{id}", method="DELETE", extra_config={"auth/basic": BASIC}),
                  ep("/public", "/public")]
     extra = {"fastproxy": fastproxy} if fastproxy else {}
     return config(upstream, endpoints, output_encoding="no-op", listen_ip="127.0.0.1", extra_config=extra)
@@ -44,7 +44,7 @@ def test_check_exits_1_naming_the_namespace_and_each_endpoint_it_would_leave_ope
     assert "Syntax OK" not in r.stdout
     errors = [line for line in r.stderr.splitlines() if line.startswith("  error: ")]
     assert len(errors) == 2, r.stderr
-    assert "`auth/validator` (JWT validation) is not implemented" in errors[0]
+    assert "`auth/basic` (basic authentication) is not implemented" in errors[0]
     assert "would serve GET /private/decks without it" in errors[0]
     assert "would serve DELETE /private/decks/{id} without it" in errors[1]
 
@@ -55,7 +55,7 @@ def test_run_does_not_start_and_serves_nothing(tmp_path, upstream):
     r = cli("run", "-c", path, "-p", str(port))
     assert r.returncode == 1
     assert "ready" not in r.stdout
-    assert '["auth/validator"]' in r.stderr and "(fail closed)" in r.stderr
+    assert '["auth/basic"]' in r.stderr and "(fail closed)" in r.stderr
     before = len(upstream.requests)
     try:
         get(port, "/private/decks", timeout=1)
@@ -67,7 +67,7 @@ def test_run_does_not_start_and_serves_nothing(tmp_path, upstream):
 
 
 def test_ignore_unsupported_serves_the_file_and_says_what_it_accepted(tmp_path, upstream):
-    p = Proxy(guarded(upstream, ignore_unsupported=["auth/validator"]), tmp_path)
+    p = Proxy(guarded(upstream, ignore_unsupported=["auth/basic"]), tmp_path)
     try:
         status, _, _ = get(p.port, "/private/decks")
         assert status == 200
@@ -83,7 +83,7 @@ def test_a_reload_that_adds_a_guard_is_refused_and_the_running_config_stays(tmp_
     try:
         p.write_config(guarded(upstream))
         p.signal(signal.SIGHUP)
-        wait_for(lambda: '["auth/validator"]' in p.stderr())
+        wait_for(lambda: '["auth/basic"]' in p.stderr())
         assert get(p.port, "/public")[0] == 200
         assert get(p.port, "/private/decks")[0] == 404  # the guarded routes never came in
     finally:

@@ -48,9 +48,6 @@ B0 = "$.endpoints[0].backend[0].extra_config"
 
 # (namespace as written, the level it stands at, its block, the name ignore_unsupported takes)
 GUARDS = [
-    ("auth/validator", "endpoint", {"alg": "RS256", "jwk_url": "https://idp.example/jwks"}, "auth/validator"),
-    ("auth/api-keys", "endpoint", {"roles": ["admin"]}, "auth/api-keys"),
-    ("github_com/devopsfaith/krakend-apikeys", "endpoint", {"roles": ["admin"]}, "auth/api-keys"),
     ("auth/basic", "endpoint", {"htpasswd_path": "/etc/htpasswd"}, "auth/basic"),
     ("auth/basic", "service", {"htpasswd_path": "/etc/htpasswd"}, "auth/basic"),
     ("auth/revoker", "service", {"N": 1000, "P": 0.01, "hash_name": "optimal", "TTL": 1500}, "auth/revoker"),
@@ -78,7 +75,6 @@ GUARDS = [
     ("governance/processors", "service", {"quotas": []}, "governance/processors"),
     ("qos/ratelimit/proxy/redis", "backend", {"max_rate": 1, "connection_name": "main"}, "qos/ratelimit/proxy/redis"),
     # KrakenD 1.x names: refused as their 2.x names, and accepted by either name
-    ("github.com/devopsfaith/krakend-jose/validator", "endpoint", {"alg": "RS256"}, "auth/validator"),
     ("github.com/devopsfaith/krakend-martian", "backend", {"header.Modifier": {}}, "modifier/martian"),
     ("github.com/devopsfaith/krakend-lua/router", "endpoint", {"pre": "x()"}, "modifier/lua-endpoint"),
     ("github.com/devopsfaith/krakend-cel", "endpoint", [{"check_expr": "true"}], "validation/cel"),
@@ -132,23 +128,11 @@ def test_ignore_unsupported_turns_exactly_that_guard_into_a_warning(ns, level, b
 
 
 def test_ignoring_one_guard_leaves_the_others_errors():
-    raw = cfg(ep("/a", extra={"auth/validator": {}, "validation/cel": []}),
-              extra_config=settings(ignore_unsupported=["auth/validator"]))
+    raw = cfg(ep("/a", extra={"auth/basic": {}, "validation/cel": []}),
+              extra_config=settings(ignore_unsupported=["auth/basic"]))
     problems = errors_of(raw)
     assert at(problems, f'{E0}["validation/cel"]')
-    assert not at(problems, f'{E0}["auth/validator"]')
-
-
-@pytest.mark.parametrize("ns,block", [
-    ("auth/api-keys", {"keys": [{"key": "k", "roles": ["admin"]}]}),
-    ("auth/validator", {"shared_cache_duration": 900}),
-])
-def test_root_declarations_warn_and_the_endpoint_blocks_that_use_them_are_refused(ns, block):
-    snap = compile_config(cfg(ep("/public"), extra_config={ns: block}))
-    assert_problem(snap.warnings, f'$.extra_config["{ns}"]', ["not implemented by fastproxy: ignored"])
-    problems = errors_of(cfg(ep("/private", extra={ns: {"roles": ["admin"]}}), ep("/public"), extra_config={ns: block}))
-    assert not at(problems, f'$.extra_config["{ns}"]')
-    assert_problem(problems, f'{E0}["{ns}"]', ["GET /private without it"])
+    assert not at(problems, f'{E0}["auth/basic"]')
 
 
 def test_the_implemented_http_server_plugins_are_not_guards_but_the_others_are():
@@ -164,40 +148,45 @@ def test_a_signer_is_a_guard_only_when_a_validator_depends_on_it():
     signer = {"alg": "HS256", "kid": "k", "keys_to_sign": ["access_token"]}
     alone = compile_config(cfg(ep("/token", "POST", extra={"auth/signer": signer})))
     assert_problem(alone.warnings, f'{E0}["auth/signer"]', ["token signing is not implemented", "unsigned"])
-    both = cfg(ep("/token", "POST", extra={"auth/signer": signer}), ep("/me", extra={"auth/validator": {}}))
+    jwt = {"alg": "RS256", "jwk_url": "https://idp.example/jwks"}
+    both = cfg(ep("/token", "POST", extra={"auth/signer": signer}), ep("/me", extra={"auth/validator": jwt}))
     problems = errors_of(both)
     assert_problem(problems, f'{E0}["auth/signer"]', ["POST /token without it", "(fail closed)"])
-    assert_problem(problems, '$.endpoints[1].extra_config["auth/validator"]', ["GET /me without it"])
+    assert not at(problems, '$.endpoints[1].extra_config["auth/validator"]')  # implemented: not a guard
 
 
 def test_guards_of_an_endpoint_with_other_errors_are_still_reported():
-    raw = cfg(ep("/a", extra={"auth/validator": {}}, timeout="soon"))
+    raw = cfg(ep("/a", extra={"auth/basic": {}}, timeout="soon"))
     problems = errors_of(raw)
     assert at(problems, "$.endpoints[0].timeout")
-    assert at(problems, f'{E0}["auth/validator"]')
+    assert at(problems, f'{E0}["auth/basic"]')
 
 
 def test_an_ignore_unsupported_entry_the_file_does_not_use_is_a_warning_with_a_hint():
-    snap = compile_config(cfg(ep("/a"), extra_config=settings(ignore_unsupported=["auth/validatr"])))
+    snap = compile_config(cfg(ep("/a"), extra_config=settings(ignore_unsupported=["auth/basik"])))
     assert_problem(snap.warnings, '$.extra_config["fastproxy"].ignore_unsupported[0]',
-                   ["'auth/validatr' is listed but no block of the file uses it", "did you mean `auth/validator`?"])
+                   ["'auth/basik' is listed but no block of the file uses it", "did you mean `auth/basic`?"])
 
 
-def test_the_migrated_config_that_served_private_decks_unauthenticated_is_refused(tmp_path):
-    # the shape of the real config that was served without its tokens checked
+def test_the_migrated_config_that_served_private_decks_unauthenticated_is_now_enforced(tmp_path):
+    # the shape of the real config that was once served without its tokens checked: each private
+    # endpoint now runs a validator (tests/integration/test_jwt.py shows the 401s)
+    from fastproxy.auth.validator import ValidatorPolicy
+
     jwt = {"alg": "RS256", "jwk_url": "https://auth.example/.well-known/jwks.json", "cache": True}
     endpoints = [ep(f"/api/v3/private/decks{s}", m, extra={"auth/validator": jwt})
                  for s, m in (("", "GET"), ("/{id}", "GET"), ("/{id}", "DELETE"))]
     endpoints.append(ep("/api/v3/public/cards"))
     path = tmp_path / "krakend.json"
     path.write_text(json.dumps(cfg(*endpoints), indent=2))
-    with pytest.raises(ConfigError) as exc:
-        load(str(path))
-    named = [p for p in exc.value.problems if '["auth/validator"]' in p]
-    assert len(named) == 3
-    for label in ("GET /api/v3/private/decks without", "GET /api/v3/private/decks/{id} without",
-                  "DELETE /api/v3/private/decks/{id} without"):
-        assert any(label in p for p in named), named
+    snap = load(str(path))
+    guarded = {(r.method, r.name): [c for c in r.checks if isinstance(c, ValidatorPolicy)] for r in snap.route_list}
+    assert {k for k, v in guarded.items() if v} == {("GET", "/api/v3/private/decks"),
+                                                   ("GET", "/api/v3/private/decks/{id}"),
+                                                   ("DELETE", "/api/v3/private/decks/{id}")}
+    (policy,) = guarded[("GET", "/api/v3/private/decks")]
+    assert policy.source is not None and policy.source.url.geturl() == jwt["jwk_url"]
+    assert policy.source.refresh == 900.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,8 +224,9 @@ NAME_ERRORS = [
     ("KrakenD policy tiers", cfg(ep("/a", extra={"qos/ratelimit/tiered": {"tier_key": "X-Tier", "tiers": [
         {"tier_value": "x", "tier_value_as": "policy", "ratelimit": {"max_rate": 1}}]}})),
      f'{E0}["qos/ratelimit/tiered"].tiers[0].tier_value_as', ["KrakenD's 'policy' matcher", "not implemented"]),
-    ("JWT placeholder", cfg({"endpoint": "/me", "backend": [{"url_pattern": "/users/{JWT.sub}"}]}),
-     "$.endpoints[0].backend[0].url_pattern", ["{JWT.sub} is KrakenD's placeholder for a claim of the validated token"]),
+    ("JWT placeholder without a validator", cfg({"endpoint": "/me", "backend": [{"url_pattern": "/users/{JWT.sub}"}]}),
+     "$.endpoints[0].backend[0].url_pattern", ["{JWT.sub} is KrakenD's placeholder for a claim of the validated token",
+                                               "this endpoint has no auth/validator"]),
     ("sequential proxy placeholder", cfg({"endpoint": "/a", "backend": [{"url_pattern": "/b/{resp0_id}"}]}),
      "$.endpoints[0].backend[0].url_pattern", ["{resp0_id}", "sequential proxy"]),
     ("DNS SRV discovery", cfg({"endpoint": "/a", "backend": [{"url_pattern": "/a", "sd": "dns",
@@ -459,41 +449,6 @@ def test_krakend_max_payload_is_the_body_limit_unless_fastproxy_sets_its_own():
 
 
 # ---------------------------------------------------------------------------------------------
-# A waived identity guard must not let the client forge the identity headers it would have set
-
-def waived_validator(input_headers, claims=(("sub", "X-User"),)) -> dict:
-    validator = {"alg": "RS256", "jwk_url": "https://idp.example/jwks", "propagate_claims": [list(c) for c in claims]}
-    return cfg(ep("/me", extra={"auth/validator": validator}, input_headers=input_headers),
-               extra_config=settings(ignore_unsupported=["auth/validator"]))
-
-
-@pytest.mark.parametrize("input_headers,how", [
-    (["X-User", "Authorization"], "input_headers forwards it"),
-    (["x-user"], "input_headers forwards it"),
-    (["X_User"], "input_headers forwards it"),  # a CGI/WSGI backend reads X_User as X-User
-    (["*"], 'input_headers ["*"] forwards it'),
-])
-def test_a_propagated_claim_the_client_could_send_itself_is_an_error_even_when_waived(input_headers, how):
-    problems = errors_of(waived_validator(input_headers))
-    assert_problem(problems, f'{E0}["auth/validator"].propagate_claims[0]',
-                   ["X-User is set from the verified token's claim 'sub'", how, "anybody could claim any identity",
-                    "GET /me"])
-
-
-def test_a_propagated_claim_that_is_not_forwarded_leaves_only_the_waiver_warning():
-    snap = compile_config(waived_validator(["Authorization"]))
-    assert_problem(snap.warnings, f'{E0}["auth/validator"]', ["ignore_unsupported accepts serving GET /me"])
-
-
-def test_a_propagated_api_key_role_the_client_could_send_is_an_error_even_when_waived():
-    raw = cfg(ep("/admin", extra={"auth/api-keys": {"roles": ["admin"]}}, input_headers=["*"]),
-              extra_config={"auth/api-keys": {"keys": [{"key": "k", "roles": ["admin"]}], "propagate_role": "X-Role"},
-                            **settings(ignore_unsupported=["auth/api-keys"])})
-    assert_problem(errors_of(raw), '$.extra_config["auth/api-keys"].propagate_role',
-                   ["X-Role is set from the verified API key's role", "GET /admin"])
-
-
-# ---------------------------------------------------------------------------------------------
 # What lura normalises is accepted, not refused
 
 @pytest.mark.parametrize("backend,host,path", [
@@ -549,10 +504,10 @@ def test_did_you_mean_suggests_the_names_krakend_2_reads():
 
 
 def test_a_1x_name_in_ignore_unsupported_accepts_the_2x_block_without_calling_itself_unused():
-    snap = compile_config(cfg(ep("/a", extra={"auth/validator": {}}), extra_config=settings(
-        ignore_unsupported=["github.com/devopsfaith/krakend-jose/validator"])))
+    snap = compile_config(cfg(ep("/a", extra={"validation/cel": []}), extra_config=settings(
+        ignore_unsupported=["github.com/devopsfaith/krakend-cel"])))
     assert not at(snap.warnings, '$.extra_config["fastproxy"].ignore_unsupported[0]')
-    assert at(snap.warnings, f'{E0}["auth/validator"]')
+    assert at(snap.warnings, f'{E0}["validation/cel"]')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -588,16 +543,16 @@ def test_odd_types_are_refused_with_an_error_not_a_traceback(raw):
 
 
 def test_a_file_refused_early_still_names_its_guards():
-    raw = cfg(ep("/a", extra={"auth/validator": {}}))
+    raw = cfg(ep("/a", extra={"auth/basic": {}}))
     raw["version"] = "3"
     problems = errors_of(raw)
-    assert at(problems, "$.version") and at(problems, f'{E0}["auth/validator"]')
+    assert at(problems, "$.version") and at(problems, f'{E0}["auth/basic"]')
 
 
-def test_unreadable_propagate_claims_of_a_waived_validator_are_not_a_crash():
-    snap = compile_config(cfg(ep("/a", extra={"auth/validator": {"propagate_claims": 5}}, input_headers=["*"]),
-                              extra_config=settings(ignore_unsupported=["auth/validator"])))
-    assert at(snap.warnings, f'{E0}["auth/validator"]')
+def test_unreadable_propagate_claims_are_an_error_not_a_crash():
+    problems = errors_of(cfg(ep("/a", extra={"auth/validator": {"jwk_url": "https://idp.example/jwks",
+                                                                "propagate_claims": 5}}, input_headers=["*"])))
+    assert_problem(problems, f'{E0}["auth/validator"].propagate_claims', ["expected array, found int"])
 
 
 def test_a_key_of_the_wrong_type_is_named_as_a_key(tmp_path):
