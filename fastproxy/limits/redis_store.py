@@ -28,9 +28,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Literal, Optional
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from fastproxy.limits.resp import Command, RespConnection
 
+if TYPE_CHECKING:
     from fastproxy.metrics import Metrics
 
 log = logging.getLogger("fastproxy")
@@ -124,11 +124,12 @@ DEADLINE_MARGIN: Final = 0.005  # s: a script call's deadline is this much befor
 _Group = tuple[_Args, list["asyncio.Future[Result]"], float]  # (args, futures, first asked at)
 
 
+_REDIRECTS: Final = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+
+
 def _is_redirect(err: BaseException) -> bool:
     """A reply of a cluster node that does not (or no longer) serve the key's slot."""
-    from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
-
-    return isinstance(err, (MovedError, AskError, TryAgainError, ClusterDownError))
+    return str(err).startswith(_REDIRECTS)
 
 
 class PoolConfig:
@@ -159,7 +160,7 @@ class RedisStore:
         # set together by the first decision (_ensure), before any batch; the loop is then
         # passed to what runs on it
         self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.client: Optional[Redis] = None
+        self.conn: Optional[RespConnection] = None
         self.sha: Optional[str] = None
         self.metrics: Optional[Metrics] = None
         self._probe_task: Optional[asyncio.Task[None]] = None
@@ -176,19 +177,12 @@ class RedisStore:
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
         loop = self.loop
-        if self.client is None or loop is None:
-            import redis.asyncio as aioredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
+        if self.conn is None or loop is None:
             c = self.cfg
             self.loop = loop = asyncio.get_running_loop()
-            self.client = aioredis.Redis(host=c.host, port=c.port, db=c.db, username=c.username, password=c.password,
-                                         socket_connect_timeout=c.dial_timeout, max_connections=c.pool_size + 1,
-                                         health_check_interval=0,
-                                         # no client-side retries or backoff: a failure must reach
-                                         # the fallback at once, not after the budget ran out
-                                         retry=Retry(NoBackoff(), 0))
+            # one pipelined connection: batches in flight share it, in order (`resp`); no
+            # retries or backoff: a failure must reach the fallback at once
+            self.conn = RespConnection(c.host, c.port, c.dial_timeout, c.db, c.username, c.password)
             self.sha = None
         return loop
 
@@ -225,9 +219,49 @@ class RedisStore:
             return  # the next finishing batch flushes again
         batch, self.pending = list(self.pending.items()), {}
         self.in_flight += 1
-        loop.create_task(self._run(loop, batch))
+        conn = self.conn
+        if conn is None or not conn.ready() or self.sha is None or self.offset is None:
+            loop.create_task(self._run(loop, batch))  # connect, load the script, read the clock first
+            return
+        # the common case, without a task: the batch's replies and its timeout are callbacks
+        budget = self.timeout - (loop.time() - min(g[2] for _, g in batch))
+        if budget <= 0:
+            self._down(loop, TimeoutError())
+            self._answer(loop, batch, [])
+            return
+        try:
+            fut = conn.send(self._commands(batch, budget))
+        except ConnectionError as exc:
+            self._down(loop, exc)
+            self._answer(loop, batch, [])
+            return
+        timer = loop.call_later(budget, self._expired, loop, batch, fut)
+        fut.add_done_callback(lambda f: self._replied(loop, batch, f, timer))
+
+    def _expired(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[bytes, _Group]],
+                 fut: "asyncio.Future[list[Any]]") -> None:
+        if fut.done():
+            return
+        fut.cancel()  # its replies, when they come, are read and dropped
+        self._down(loop, TimeoutError())
+        self._answer(loop, batch, [])
+
+    def _replied(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[bytes, _Group]],
+                 fut: "asyncio.Future[list[Any]]", timer: asyncio.TimerHandle) -> None:
+        if fut.cancelled():
+            return  # timed out: answered by _expired
+        timer.cancel()
+        exc = fut.exception()
+        if exc is not None:
+            self._down(loop, exc)
+            self._answer(loop, batch, [])
+        else:
+            results = fut.result()
+            self._check_scripts(results)
+            self._answer(loop, batch, results)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[bytes, _Group]]) -> None:
+        results: list[Any] = []
         try:
             budget = self.timeout - (loop.time() - min(g[2] for _, g in batch))
             try:
@@ -237,6 +271,12 @@ class RedisStore:
             except Exception as exc:  # noqa: BLE001 - any Redis failure means: decide locally
                 self._down(loop, exc)
                 results = []
+        finally:
+            self._answer(loop, batch, results)
+
+    def _answer(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[bytes, _Group]], results: list[Any]) -> None:
+        """Each decision of `batch` from its script reply; FALLBACK for those without one."""
+        try:
             arrived = time.time()
             offset: Optional[float] = None
             redirected = False
@@ -276,29 +316,40 @@ class RedisStore:
                 self.flush_scheduled = True
                 loop.call_soon(self._flush, loop)
 
+    def _commands(self, batch: list[tuple[bytes, _Group]], budget: float) -> list[Command]:
+        """The batch's script calls, each with the deadline `budget` from now on Redis's clock."""
+        assert self.offset is not None and self.sha is not None
+        deadline = repr(time.time() + self.offset + budget - min(DEADLINE_MARGIN, self.timeout / 10))
+        sha = self.sha
+        commands: list[Command] = []
+        for key, (args, futs, _) in batch:
+            # an injected clock (tests) has no deadline: its times are not Redis's
+            commands.append(("EVALSHA", sha, 1, key, args[0], args[1], args[2], len(futs),
+                             deadline if len(args) == 3 else "0", *args[3:]))
+        return commands
+
     async def _execute(self, batch: list[tuple[bytes, _Group]], budget: float) -> list[Any]:
-        """The script's replies (or the exception of each failed call), in batch order."""
-        client = self.client
-        assert client is not None  # made with the loop, before the first batch
+        """The script's replies (or the error reply of each failed call), in batch order."""
+        conn = self.conn
+        assert conn is not None  # made with the loop, before the first batch
         started = time.monotonic()
         if self.offset is None:  # Redis's clock, once: every reply refreshes it from then on
-            sec, usec = await client.time()
-            self.offset = sec + usec / 1e6 - time.time()
+            (now,) = await conn.call([("TIME",)])
+            if isinstance(now, Exception):
+                raise now
+            self.offset = int(now[0]) + int(now[1]) / 1e6 - time.time()
         if self.sha is None:
-            self.sha = await client.script_load(SCRIPT)
-        left = budget - (time.monotonic() - started)
-        deadline = time.time() + self.offset + left - min(DEADLINE_MARGIN, self.timeout / 10)
-        async with client.pipeline(transaction=False) as pipe:
-            for key, (args, futs, _) in batch:
-                # an injected clock (tests) has no deadline: its times are not Redis's
-                pipe.execute_command("EVALSHA", self.sha, 1, key, args[0], args[1], args[2], len(futs),
-                                     repr(deadline) if len(args) == 3 else "0", *args[3:])
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        from redis.exceptions import NoScriptError  # its text no longer says NOSCRIPT: match the class
-
-        if any(isinstance(r, NoScriptError) or (isinstance(r, Exception) and "NOSCRIPT" in str(r)) for r in results):
-            self.sha = None  # the server lost its scripts (restart): load again next batch
+            (sha,) = await conn.call([("SCRIPT", "LOAD", SCRIPT)])
+            if isinstance(sha, Exception):
+                raise sha
+            self.sha = sha.decode() if isinstance(sha, bytes) else str(sha)
+        results = await conn.call(self._commands(batch, budget - (time.monotonic() - started)))
+        self._check_scripts(results)
         return results
+
+    def _check_scripts(self, results: list[Any]) -> None:
+        if any(isinstance(r, Exception) and str(r).startswith("NOSCRIPT") for r in results):
+            self.sha = None  # the server lost its scripts (restart): load again next batch
 
     def close(self) -> None:
         """Stop probing and close the pool (a reload replaced this store); decisions still
@@ -306,8 +357,8 @@ class RedisStore:
         self.up = False
         if self._probe_task is not None:
             self._probe_task.cancel()
-        if self.client is not None and self.loop is not None:
-            self.loop.create_task(self.client.aclose())
+        if self.conn is not None:
+            self.conn.close()
 
     def _down(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
         if not self.up:
@@ -322,16 +373,18 @@ class RedisStore:
             self._probe_task = loop.create_task(self._probe())
 
     async def _probe(self) -> None:
-        client = self.client
-        assert client is not None  # the store went down after asking Redis
+        conn = self.conn
+        assert conn is not None  # the store went down after asking Redis
         try:
             while not self.up:
                 await asyncio.sleep(0.5)
                 try:
                     # connections opened before the failure are dead (no client-side retries
                     # would hide it): drop them all, then probe on a fresh one
-                    await client.connection_pool.disconnect()
-                    await asyncio.wait_for(client.ping(), max(0.5, self.timeout * 4))
+                    conn.close()
+                    (pong,) = await asyncio.wait_for(conn.call([("PING",)]), max(0.5, self.timeout * 4))
+                    if isinstance(pong, Exception):  # LOADING, a replica refusing, ...
+                        continue
                 except Exception:  # noqa: BLE001
                     continue
                 self.sha = None  # a restarted server has no scripts: load it again

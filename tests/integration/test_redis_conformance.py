@@ -95,8 +95,8 @@ async def redis_counts(store: RedisStore, key: bytes, rate: float, cap: int, sch
 
 
 async def _close(store: RedisStore) -> None:
-    if store.client is not None:
-        await store.client.aclose()
+    if store.conn is not None:
+        store.conn.close()
 
 
 def _key(tag: str) -> bytes:
