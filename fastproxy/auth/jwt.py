@@ -69,8 +69,9 @@ def challenge(kind: str, description: str) -> bytes:
     code = KINDS[kind][1]
     if not code:
         return b'Bearer realm="fastproxy"'
-    text = description.replace("\\", "").replace('"', "'")
-    return f'Bearer realm="fastproxy", error="{code}", error_description="{text}"'.encode("latin-1", "replace")
+    # printable ASCII only, no quote or backslash: a description must never end the header line
+    text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in description)[:200]
+    return f'Bearer realm="fastproxy", error="{code}", error_description="{text}"'.encode("ascii")
 
 
 class Key:
@@ -253,7 +254,7 @@ class Verifier:
         alg = header.get("alg")
         if alg != self.alg:
             # `none`, another algorithm, or an HS token meant for an RSA key: refused before any key
-            raise Failure("alg", f"algorithm {str(alg)[:16]} is not accepted")
+            raise Failure("alg", "algorithm not accepted")  # (never the token's text: it reaches a header)
         return header
 
     def verify(self, token: bytes, keys: KeySet) -> Verified:

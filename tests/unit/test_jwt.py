@@ -229,5 +229,8 @@ def test_nested_claims_are_found_by_dotted_path_unless_a_claim_has_the_whole_nam
 def test_challenges_follow_rfc_6750():
     assert challenge("missing", "no token") == b'Bearer realm="fastproxy"'
     assert challenge("expired", 'token "expired"') == (
-        b'Bearer realm="fastproxy", error="invalid_token", error_description="token \'expired\'"')
+        b'Bearer realm="fastproxy", error="invalid_token", error_description="token ?expired?"')
+    # nothing that could end the header line or the quoted string survives
+    assert challenge("alg", 'a\r\nX-Injected: yes\\"\x00\xe9') == (
+        b'Bearer realm="fastproxy", error="invalid_token", error_description="a??X-Injected: yes????"')
     assert b'error="insufficient_scope"' in challenge("roles", "missing role")
