@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from fastproxy.server.exchange import Exchange
     from fastproxy.upstream.connection import UpstreamConnection
 
+CLOSE_GRACE: Final = 2.0  # s a closed tunnel may take to flush its writes before both sides are reset
 EARLY_MAX: Final = 64 * 1024  # client bytes held while the handshake is answered, before reading pauses
 _SEC_WEBSOCKET: Final = b"sec-websocket-"
 CLOSE_TOO_BIG: Final = b"\x88\x02\x03\xf1"  # a close frame (server to client: unmasked), code 1009
@@ -164,7 +165,7 @@ def open_tunnel(conn: "ClientConnection", x: "Exchange", up: "UpstreamConnection
     conn.flow.reasons = 0  # the HTTP reasons to pause no longer hold; the tunnel's own do
     if not t.closed:
         conn.transport.resume_reading()
-        if not conn.writing_paused:
+        if not t.write_paused[False]:  # (the 101 and `rest` may have filled the client's buffer)
             up.transport.resume_reading()
         if conn.eof:  # the client half-closed after its handshake
             t.half_close(from_backend=False)
@@ -245,10 +246,13 @@ class _Side:
         self.tunnel.lost(self.from_backend, exc)
 
     def pause_writing(self) -> None:  # this side's peer does not take what we write: stop the other
-        self.tunnel.other(self.from_backend).pause_reading()
+        t = self.tunnel
+        t.write_paused[self.from_backend] = True
+        t.other(self.from_backend).pause_reading()
 
     def resume_writing(self) -> None:
         t = self.tunnel
+        t.write_paused[self.from_backend] = False
         if not t.closed:
             t.other(self.from_backend).resume_reading()
 
@@ -257,7 +261,7 @@ class Tunnel:
     """One client connection and one backend connection after a 101."""
 
     __slots__ = ("conn", "x", "client", "backend", "client_side", "backend_side", "idle_timeout", "last", "closed",
-                 "up_bytes", "down_bytes", "eofs", "limits", "clock", "metrics", "ended_by")
+                 "up_bytes", "down_bytes", "eofs", "limits", "clock", "metrics", "ended_by", "write_paused")
 
     def __init__(self, conn: "ClientConnection", x: "Exchange", backend: Any, idle_timeout: float, max_message: int,
                  now: float) -> None:
@@ -279,6 +283,9 @@ class Tunnel:
         self.limits: Optional[tuple[FrameLimit, FrameLimit]] = (
             (FrameLimit(max_message), FrameLimit(max_message)) if max_message else None)
         self.ended_by = ""
+        # [the client's transport, the backend's] does not take our writes (index: from_backend
+        # of the side whose transport it is)
+        self.write_paused = [conn.writing_paused, False]
 
     def other(self, from_backend: bool) -> Any:
         return self.client if from_backend else self.backend
@@ -288,13 +295,16 @@ class Tunnel:
         if self.closed:
             return
         self.last = self.clock()
-        n = len(data)
         limits = self.limits
         if limits is not None:
             cut = limits[1 if from_backend else 0].feed(data)
             if cut >= 0:
                 self.too_big(data[:cut], from_backend)
                 return
+        self._pass(data, from_backend)
+
+    def _pass(self, data: bytes, from_backend: bool) -> None:
+        n = len(data)
         if from_backend:
             self.down_bytes += n
             self.metrics.tunnel_down += n
@@ -308,7 +318,7 @@ class Tunnel:
         """A message over `max_message_size`: what came before it passes, then the tunnel closes
         (the client is told 1009 when its stream is between frames)."""
         if before:
-            (self.client if from_backend else self.backend).write(before)
+            self._pass(before, from_backend)
         limits = self.limits
         assert limits is not None
         if limits[1].boundary:
@@ -362,6 +372,14 @@ class Tunnel:
         conn.record(self.x)
         self.backend.close()
         self.client.close()
+        # close() waits for the writes to flush: a peer that reads nothing would hold the
+        # connection (and its place under max_connections) for ever
+        conn.w.loop.call_later(CLOSE_GRACE, self._reset)
+
+    def _reset(self) -> None:
+        for t in (self.backend, self.client):
+            if not t.is_closing() or t.get_write_buffer_size():
+                t.abort()
 
     def drain(self) -> None:
         """The worker drains: a WebSocket client is told 1001 when its stream is between frames."""

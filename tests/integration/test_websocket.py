@@ -292,3 +292,25 @@ def test_a_plain_request_on_a_websocket_endpoint_is_proxied_as_http(tmp_path):
     finally:
         p.stop()
         u.stop()
+
+
+def test_a_closed_tunnel_whose_client_reads_nothing_gives_its_connection_back(wsb, tmp_path):
+    """The backend floods, the client reads nothing: flow control stops the bytes, the idle
+    timeout closes the tunnel, and the connection (its place under max_connections) is gone
+    within the close grace, not held while the unread writes wait."""
+    admin = free_port()
+    p = Proxy(ws_config(wsb.url, [ws_ep("/flood/{n}", "/flood/{n}", ws={"timeout": "1s"})], admin_port=admin),
+              tmp_path)
+    try:
+        req, _ = handshake("/flood/100")
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(req)
+        wait_for(lambda: metric(metrics(admin), "fastproxy_tunnels_open") == 1, 5)
+        t0 = time.monotonic()
+        wait_for(lambda: metric(metrics(admin), "fastproxy_tunnels_open") == 0, 5)
+        wait_for(lambda: metric(metrics(admin), "fastproxy_connections_open") == 0, 6)
+        assert time.monotonic() - t0 < 6
+        s.close()
+    finally:
+        p.stop()
