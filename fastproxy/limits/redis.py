@@ -273,7 +273,9 @@ def compile_redis(raw: Any, path: str, ctx: CompileContext, scope: str, route: O
                            f"expected a pool or cluster of extra_config.redis ({known}), found {name!r}")
         return []
     local = compile_router_block(block, path, ctx, scope, route, shared_key + ":fallback")
-    return [RedisLimit(limit, handle, f"fp:{shared_key}:{'c' if isinstance(limit, ClientLimit) else 'a'}:".encode(),
+    # `{` `}` escaped: a route's `{param}` would be a cluster hash tag, every key of the limit in one slot
+    name = shared_key.replace("{", "%7B").replace("}", "%7D")
+    return [RedisLimit(limit, handle, f"fp:{name}:{'c' if isinstance(limit, ClientLimit) else 'a'}:".encode(),
                        block.on_failure_allow) for limit in local]
 
 

@@ -382,12 +382,17 @@ class RedisStore:
                     # connections opened before the failure are dead (no client-side retries
                     # would hide it): drop them all, then probe on a fresh one
                     conn.close()
-                    (pong,) = await asyncio.wait_for(conn.call([("PING",)]), max(0.5, self.timeout * 4))
-                    if isinstance(pong, Exception):  # LOADING, a replica refusing, ...
+                    # the script and the clock too, here, outside any decision's budget (a
+                    # restarted server has no scripts; a slow one must not spend two round
+                    # trips of a decision on them)
+                    pong, sha, now = await asyncio.wait_for(
+                        conn.call([("PING",), ("SCRIPT", "LOAD", SCRIPT), ("TIME",)]), max(0.5, self.timeout * 4))
+                    if any(isinstance(r, Exception) for r in (pong, sha, now)):  # LOADING, ...
                         continue
                 except Exception:  # noqa: BLE001
                     continue
-                self.sha = None  # a restarted server has no scripts: load it again
+                self.sha = sha.decode() if isinstance(sha, bytes) else str(sha)
+                self.offset = int(now[0]) + int(now[1]) / 1e6 - time.time()  # (a lower bound, as on replies)
                 self.up = True
                 log.warning("%s answers again: limits are shared again", self.label)
                 self._count("redis")

@@ -38,14 +38,22 @@ def pack(commands: list[Command]) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
+    """Only the connection's current transport speaks to it: a replaced one is ignored."""
+
     def __init__(self, conn: "RespConnection") -> None:
         self.conn = conn
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.conn.received(data)
+        if self.conn.transport is self.transport:
+            self.conn.received(data)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self.conn.lost(exc)
+        if self.conn.transport is self.transport:
+            self.conn.lost(exc)
 
 
 class RespConnection:

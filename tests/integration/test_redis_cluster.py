@@ -231,3 +231,16 @@ def test_a_replica_promoted_for_a_killed_master_makes_its_slots_shared_again(up,
         assert max(r[1] for r in rows) < ANSWER_BOUND
     finally:
         c.stop()
+
+
+def test_a_route_parameter_is_no_hash_tag_the_keys_of_its_limit_spread_over_the_slots():
+    from fastproxy.config.compile import compile_config
+    from fastproxy.limits.redis_cluster import key_slot
+
+    raw = {"version": 3, "host": ["http://127.0.0.1:9"], "output_encoding": "no-op",
+           "endpoints": [client_ep("/users/{id}", client_max_rate=1)],
+           "extra_config": {"redis": {"clusters": [{"name": CLUSTER, "addresses": ["127.0.0.1:7000"]}]}}}
+    route = compile_config(raw).route_list[0]
+    prefix = next(c for c in route.checks if hasattr(c, "prefix")).prefix
+    assert b"{" not in prefix and b"}" not in prefix
+    assert len({key_slot(prefix + f"user{i}".encode()) for i in range(200)}) > 150
