@@ -60,3 +60,50 @@ def safe_header_value(value: str) -> bool:
         if o < 0x20 and c != "\t" or o == 0x7F or o > 0xFF:
             return False
     return True
+
+
+class OwnedHeaders:
+    """The headers the gateway itself sets somewhere in the configuration (every
+    `propagate_claims` header of an `auth/validator`, the `propagate_role` of `auth/api-keys`):
+    a client's own copies are dropped on every route, those without the block that sets them
+    too, before any limit reads them. Otherwise a tier or client limit keyed on such a header at
+    the root would take a forged value on the routes without authentication. Stateless; on the
+    route chains only of a configuration that propagates something."""
+
+    __slots__ = ("names",)
+    order = 34  # just before policies.ORDER_AUTH (the policies that set them run after it)
+
+    def __init__(self, names: frozenset[bytes]) -> None:
+        self.names = names  # lowercased, `-` spelling
+
+    def bind(self, binder: Any) -> "OwnedHeaders":
+        return self
+
+    def check(self, x: Any, now: float) -> None:
+        names = self.names
+        headers = x.headers
+        for h in headers:
+            if h[0] in names or h[0].replace(b"_", b"-") in names:
+                x.headers = drop_headers(headers, names)
+                return
+
+
+def owned_header_names(raw: Any) -> frozenset[bytes]:
+    """The headers `OwnedHeaders` guards, read from the raw configuration (before its endpoints
+    compile: a route needs them whichever endpoint sets them)."""
+    names: set[bytes] = set()
+    if not isinstance(raw, dict):
+        return frozenset()
+    root = raw.get("extra_config")
+    keys = root.get("auth/api-keys") if isinstance(root, dict) else None
+    if isinstance(keys, dict) and isinstance(keys.get("propagate_role"), str) and keys["propagate_role"]:
+        names.add(keys["propagate_role"].lower().replace("_", "-").encode("latin-1", "replace"))
+    endpoints = raw.get("endpoints")
+    for ep in endpoints if isinstance(endpoints, list) else ():
+        extra = ep.get("extra_config") if isinstance(ep, dict) else None
+        block = extra.get("auth/validator") if isinstance(extra, dict) else None
+        pairs = block.get("propagate_claims") if isinstance(block, dict) else None
+        for pair in pairs if isinstance(pairs, list) else ():
+            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str) and pair[1]:
+                names.add(pair[1].lower().replace("_", "-").encode("latin-1", "replace"))
+    return frozenset(names)

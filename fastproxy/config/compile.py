@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from fastproxy import policies
+from fastproxy.auth import OwnedHeaders, owned_header_names
 from fastproxy.config import schema
 from fastproxy.config import tls as tlsconf
 from fastproxy.config.load import ConfigError, load_file, with_positions
@@ -307,6 +308,8 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
     service_checks = registry.compile_level("service", extra, "$.extra_config", ctx)
 
     default_hosts = [t for i, h in enumerate(root.host) if (t := _parse_host(h, f"$.host[{i}]", problems))]
+    names = owned_header_names(raw)
+    owned: list[Policy] = [OwnedHeaders(names)] if names else []
     routes = RouteTable()
     route_list: list[Route] = []
     targets: dict[str, Target] = {}
@@ -419,7 +422,7 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
             query_mode=QUERY_ALL if ("*" in iq or (wildcard and not iq)) else (QUERY_LIST if iq else QUERY_NONE),
             query_names=frozenset(q.encode() for q in iq if q != "*"),
             wildcard=wildcard,
-            checks=policies.order(service_checks + ep_checks),
+            checks=policies.order(service_checks + ep_checks + owned),
             backend_checks=policies.order(be_checks),
             breaker_config=draft.breaker,
             index=len(route_list),

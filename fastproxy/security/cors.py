@@ -191,6 +191,10 @@ def compile_cors(raw: Any, path: str, ctx: CompileContext, route: Optional[Route
     max_age = p.duration(block.max_age, f"{path}.max_age", 0.0)
     if block.debug:
         p.warn(f"{path}.debug", "CORS debugging output is not implemented: ignored")
+    if block.allow_credentials and (not block.allow_origins or "*" in block.allow_origins):
+        p.warn(f"{path}.allow_credentials", "with every origin allowed, credentials are allowed for every origin: "
+               "any web page can make credentialed requests and read the answers (the origin is echoed, as "
+               "KrakenD does); list the origins to trust")
     if ok:
         ctx.shared["cors"] = Cors(block.allow_origins, block.allow_methods, block.allow_headers, block.expose_headers,
                                   max_age, block.allow_credentials, block.allow_private_network,

@@ -206,6 +206,29 @@ def test_a_tier_chosen_by_a_claim_that_the_client_cannot_override(upstream, idp,
         p.stop()
 
 
+def test_a_root_tier_on_a_propagated_claim_cannot_be_forged_on_a_route_without_a_validator(
+        upstream, idp, k1, tmp_path):
+    """The gateway owns X-Plan (a validator propagates it on /api): on /public, which has no
+    validator, a client's own X-Plan is dropped before the root tier reads it, and never reaches
+    the backend."""
+    v = validator(idp, propagate_claims=[["plan", "X-Plan"]])
+    tiered = {"tier_key": "X-Plan", "tiers": [
+        {"tier_value": "gold", "ratelimit": {"max_rate": 1000}},
+        {"tier_value": "", "tier_value_as": "*", "ratelimit": {"max_rate": 1, "capacity": 1, "every": "1h"}},
+    ]}
+    p = Proxy(config(upstream, [ep("/api", "/echo/api", extra_config={"auth/validator": v}),
+                                ep("/public", "/echo/public", input_headers=["*"])],
+                     extra_config={"qos/ratelimit/tiered": tiered}), tmp_path)
+    try:
+        forged = {"X-Plan": "gold", "X_Plan": "gold"}
+        status, _, body = get(p.port, "/public", headers=forged)
+        assert status == 200
+        assert not header_values(echoed(body), "X-Plan") and not header_values(echoed(body), "X_Plan")
+        assert get(p.port, "/public", headers=forged)[0] == 503  # the default tier (capacity 1), not gold
+    finally:
+        p.stop()
+
+
 def test_a_client_limit_keyed_on_the_subject_and_refused_requests_spend_no_token(upstream, idp, k1, tmp_path):
     v = validator(idp, propagate_claims=[["sub", "X-User"]])
     limit = {"max_rate": 1, "capacity": 3, "every": "1h", "client_max_rate": 1, "client_capacity": 1,
