@@ -25,6 +25,7 @@ from fastproxy.http.wire import LAST_CHUNK, ChunkedEnd, chunk
 from fastproxy.server import forward, tunnel
 from fastproxy.server.exchange import (
     CHECKING,
+    DL_FLUSH,
     DL_HEAD,
     DL_IDLE,
     DL_LINGER,
@@ -510,11 +511,18 @@ class ClientConnection:
 
     def expire(self, now: float) -> None:
         kind = self.dl_kind
-        if self.closing and kind != DL_LINGER:
+        if self.closing and kind != DL_LINGER and kind != DL_FLUSH:
             return
-        if kind == DL_IDLE or kind == DL_LINGER:
+        if kind == DL_FLUSH:  # a client that never took its last answer: its place is not held for ever
+            self.transport.abort()
+        elif kind == DL_IDLE or kind == DL_LINGER:
             self.closing = True
             self.transport.close()
+            if kind == DL_LINGER and self.transport.get_write_buffer_size():
+                # close() waits for the answer to be taken: as long as an idle client may wait
+                self.deadline = now + self.w.snap.protocol.idle_timeout
+                self.dl_kind = DL_FLUSH
+                return
         elif kind == DL_TUNNEL:
             t = self.tunnel
             if t is not None:

@@ -47,6 +47,7 @@ class Deadline(IntEnum):
     NONE = 3
     LINGER = 4  # closing: reading and dropping what the client still sends
     TUNNEL = 5  # an upgrade tunnel's idle timeout
+    FLUSH = 6  # closed, its last writes not taken by the client: reset when this passes
 
 
 QUEUED: Final = int(Phase.QUEUED)
@@ -61,6 +62,7 @@ DL_UPSTREAM: Final = int(Deadline.UPSTREAM)
 DL_NONE: Final = int(Deadline.NONE)
 DL_LINGER: Final = int(Deadline.LINGER)
 DL_TUNNEL: Final = int(Deadline.TUNNEL)
+DL_FLUSH: Final = int(Deadline.FLUSH)
 _CHUNKED: Final = int(Framing.CHUNKED)
 _CLOSE: Final = int(Framing.CLOSE)
 

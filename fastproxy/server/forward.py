@@ -168,6 +168,8 @@ def attach(conn: "ClientConnection", x: Exchange, up: UpstreamConnection) -> Non
     resolver = conn.w.snap.client_ip
     xff = resolver.forwarded_for(conn.peer, x.headers) if resolver is not None else conn.peer_b
     extra = x.up_extra
+    if x.upgrade and route.websocket is None:  # a reload took the namespace away meanwhile
+        x.upgrade = False
     if x.upgrade:
         lines = handshake_lines(x, route)
         extra = lines if extra is None else extra + lines
