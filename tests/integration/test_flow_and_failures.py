@@ -448,4 +448,3 @@ def test_a_refused_upload_still_gets_its_answer_while_the_client_keeps_sending(u
         assert status == 413 and headers["connection"] == ["close"]
     finally:
         px.stop()
-
