@@ -12,6 +12,10 @@ Rules this module keeps:
 - A refused request gets its 4xx after those before it, then a lingering close. One deadline
   per connection, swept by the worker's clock. A half-close inside a body refuses that request
   and resets its backend connection; at `max_connections` the worker may `evict` an idle one.
+- An upgrade handshake for a route with the `websocket` namespace ends HTTP reading: what the
+  client sends after it waits in `early` (bounded) until the backend answers; a 101 hands both
+  transports to a `server.tunnel.Tunnel`, any other answer closes the connection after it. A
+  lingering close whose answer the client never takes is reset after the idle timeout.
 """
 
 from typing import TYPE_CHECKING, Any, Optional
