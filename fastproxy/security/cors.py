@@ -26,7 +26,7 @@ from typing import Any, Final, Optional
 
 import msgspec
 
-from fastproxy.auth import is_header_name
+from fastproxy.auth import header_value, is_header_name
 from fastproxy.policies import CompileContext, Policy, RouteDraft
 
 Pairs = tuple[tuple[bytes, bytes], ...]
@@ -106,14 +106,14 @@ class Cors:
         """`x` is a preflight fastproxy answers itself (before routing)."""
         if self.passthrough or x.method != b"OPTIONS":
             return False
-        return _header(x.headers, b"access-control-request-method") is not None
+        return header_value(x.headers, b"access-control-request-method") is not None
 
     def response_headers(self, x: Any) -> Pairs:
         """The CORS headers of the response to `x` (a preflight's or an actual request's)."""
         headers = x.headers
-        origin = _header(headers, b"origin")
+        origin = header_value(headers, b"origin")
         if x.method == b"OPTIONS":
-            method = _header(headers, b"access-control-request-method")
+            method = header_value(headers, b"access-control-request-method")
             if method is not None:
                 return self._preflight(headers, origin, method)
         if origin is None or not self.allowed_origin(origin) or (
@@ -133,7 +133,7 @@ class Cors:
         method = method.strip().upper()
         if method != b"OPTIONS" and method not in self.methods:
             return vary
-        requested = _header(headers, b"access-control-request-headers")
+        requested = header_value(headers, b"access-control-request-headers")
         names = [n.strip() for n in requested.split(b",") if n.strip()] if requested else []
         if not self.any_header:
             for n in names:
@@ -146,7 +146,7 @@ class Cors:
             out.append((b"Access-Control-Allow-Headers", b", ".join(names)))
         if self.credentials:
             out.append((b"Access-Control-Allow-Credentials", b"true"))
-        if self.private_network and _header(headers, b"access-control-request-private-network") == b"true":
+        if self.private_network and header_value(headers, b"access-control-request-private-network") == b"true":
             out.append((b"Access-Control-Allow-Private-Network", b"true"))
         if self.max_age:
             out.append((b"Access-Control-Max-Age", self.max_age))
@@ -155,13 +155,6 @@ class Cors:
     def lines(self, x: Any) -> bytes:
         """`response_headers` as header lines, for a response head being built."""
         return b"".join(name + b": " + value + b"\r\n" for name, value in self.response_headers(x))
-
-
-def _header(headers: list[Any], lname: bytes) -> Optional[bytes]:
-    for h in headers:
-        if h[0] == lname:
-            return h[2]  # type: ignore[no-any-return]
-    return None
 
 
 def compile_cors(raw: Any, path: str, ctx: CompileContext, route: Optional[RouteDraft]) -> list[Policy]:

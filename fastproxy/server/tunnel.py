@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final, Optional
 
 from fastproxy.http.request import HTTPError
-from fastproxy.http.wire import HOP_BY_HOP, connection_options
+from fastproxy.http.wire import HOP_BY_HOP, REQUEST_DROP, connection_options
 from fastproxy.upstream.errors import FailureKind
 
 if TYPE_CHECKING:
@@ -90,13 +90,10 @@ def handshake_lines(x: "Exchange", route: "Route") -> bytes:
             out += (b"Upgrade: ", value, b"\r\n")
         elif route.forward_headers or lname in route.header_names or b"_" in lname:
             continue  # forwarded with the route's headers, or never
-        elif lname.startswith(_SEC_WEBSOCKET) or ws.forward_all and lname not in _NEVER or lname in ws.input_headers:
+        elif (lname.startswith(_SEC_WEBSOCKET) or lname in ws.input_headers
+              or ws.forward_all and lname not in REQUEST_DROP):
             out += (name, b": ", value, b"\r\n")
     return b"".join(out)
-
-
-_NEVER: Final = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
-                              b"proxy-authorization"}
 
 
 def _switching_head(raw: bytes, asked: bytes) -> bytes:
