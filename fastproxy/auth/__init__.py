@@ -14,7 +14,10 @@ header the gateway sets (a propagated claim or role) sees the gateway's value, n
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastproxy.policies import Policy
 
 Header = tuple[bytes, bytes, bytes]  # as http.head.Header: (lowercased name, name, value)
 
@@ -86,6 +89,14 @@ class OwnedHeaders:
             if h[0] in names or h[0].replace(b"_", b"-") in names:
                 x.headers = drop_headers(headers, names)
                 return
+
+
+def owned_headers(names: frozenset[bytes], checks: Sequence[Any]) -> "list[Policy]":
+    """The OwnedHeaders a route's chain needs: for the owned `names` that none of its own
+    policies sets (and drops the client's copies of) itself; none when that leaves nothing."""
+    for c in checks:
+        names = names - getattr(c, "sets_headers", frozenset())
+    return [OwnedHeaders(names)] if names else []
 
 
 def owned_header_names(raw: Any) -> frozenset[bytes]:

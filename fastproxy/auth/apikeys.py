@@ -131,6 +131,12 @@ class ApiKeyCheck:
     def bind(self, binder: "Binder") -> "ApiKeyCheck":
         return self
 
+    @property
+    def sets_headers(self) -> frozenset[bytes]:
+        """The headers this check sets, a client's copies dropped (`auth.OwnedHeaders`)."""
+        header = self.store.role_header
+        return frozenset((header.lower(),)) if header else frozenset()
+
     def presented(self, x: Any) -> Optional[bytes]:
         if self.query:
             q = x.query

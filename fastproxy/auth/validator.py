@@ -119,6 +119,11 @@ class ValidatorPolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", frozenset(h.lower() for _, h in self.claims))
 
+    @property
+    def sets_headers(self) -> frozenset[bytes]:
+        """The headers this validator sets, a client's copies dropped (`auth.OwnedHeaders`)."""
+        return self.names
+
     def bind(self, binder: "Binder") -> "LiveValidator":
         src = None
         cfg = self.source

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from fastproxy import policies
-from fastproxy.auth import OwnedHeaders, owned_header_names
+from fastproxy.auth import owned_header_names, owned_headers
 from fastproxy.config import schema
 from fastproxy.config import tls as tlsconf
 from fastproxy.config.load import ConfigError, load_file, with_positions
@@ -308,8 +308,7 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
     service_checks = registry.compile_level("service", extra, "$.extra_config", ctx)
 
     default_hosts = [t for i, h in enumerate(root.host) if (t := _parse_host(h, f"$.host[{i}]", problems))]
-    names = owned_header_names(raw)
-    owned: list[Policy] = [OwnedHeaders(names)] if names else []
+    owned_names = owned_header_names(raw)
     routes = RouteTable()
     route_list: list[Route] = []
     targets: dict[str, Target] = {}
@@ -422,7 +421,8 @@ def compile_config(raw: Any, source: str = "<config>", port: Optional[int] = Non
             query_mode=QUERY_ALL if ("*" in iq or (wildcard and not iq)) else (QUERY_LIST if iq else QUERY_NONE),
             query_names=frozenset(q.encode() for q in iq if q != "*"),
             wildcard=wildcard,
-            checks=policies.order(service_checks + ep_checks + owned),
+            checks=policies.order(service_checks + ep_checks
+                                  + owned_headers(owned_names, service_checks + ep_checks)),
             backend_checks=policies.order(be_checks),
             breaker_config=draft.breaker,
             index=len(route_list),

@@ -234,3 +234,20 @@ def test_where_the_token_is_read(jwk_file, key, block, headers, ok):
     else:
         rej = refused(lv, x)
         assert rej.status == 401 and rej.reason == "jwt missing"
+
+
+def test_owned_headers_guard_the_routes_whose_own_validator_does_not_set_them(jwk_file):
+    """A route whose validator sets every owned header drops the client's copies itself (no
+    second pass); a route without one, or setting other headers, gets OwnedHeaders for the rest."""
+    from fastproxy.auth import OwnedHeaders
+
+    raw = cfg({"jwk_local_path": jwk_file, "propagate_claims": [["sub", "X-User"]]})
+    raw["endpoints"] += [
+        {"endpoint": "/b", "backend": [{"url_pattern": "/x"}]},
+        {"endpoint": "/c", "backend": [{"url_pattern": "/x"}],
+         "extra_config": {"auth/validator": {"jwk_local_path": jwk_file, "propagate_claims": [["plan", "X-Plan"]]}}},
+    ]
+    routes = {r.name: r for r in compile_config(raw).route_list}
+    owned = {name: [c.names for c in r.checks if isinstance(c, OwnedHeaders)] for name, r in routes.items()}
+    assert owned == {"/a": [frozenset({b"x-plan"})], "/b": [frozenset({b"x-user", b"x-plan"})],
+                     "/c": [frozenset({b"x-user"})]}
