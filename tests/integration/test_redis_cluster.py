@@ -16,6 +16,7 @@ from tests.integration.test_redis_limits import (
     RRL,
     Load,
     phase,
+    proxies,  # noqa: F401 - the fixture, shared
     start,
     target,
     wait_for,
@@ -44,14 +45,6 @@ def fresh(cluster):
     cluster.wait_ok()
     cluster.flushall()
     return cluster
-
-
-@pytest.fixture
-def proxies():
-    started = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def cluster_root(c: RedisCluster, **settings) -> dict:
