@@ -15,7 +15,6 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -203,15 +202,11 @@ def _pools(ctx: CompileContext) -> dict[str, StoreHandle | ClusterHandle]:
         p = ctx.problems.convert(rawp, PoolBlock, ppath)
         if p is None:
             continue
-        addr = p.address if "://" in p.address else f"redis://{p.address}"
-        try:
-            u = urlsplit(addr)
-            host, port = u.hostname, u.port or 6379
-        except ValueError:
-            host = None
-        if not host:
+        address = parse_address(p.address)
+        if address is None:
             ctx.problems.error(f"{ppath}.address", f"expected 'host:port', found {p.address!r}")
             continue
+        host, port = address
         if p.pool_size < 1:
             ctx.problems.error(f"{ppath}.pool_size", f"expected an integer >= 1, found {p.pool_size}")
             continue
